@@ -1,0 +1,50 @@
+# pvesan.storage developer commands. Two matter on a fresh machine:
+#   make setup   - Debian packages, .venv with the pinned tools, lab image (cached)
+#   make test    - the whole suite, one summary, non-zero exit on any failure
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+RUN := source scripts/env.sh &&
+
+.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## install everything a fresh Debian 12 machine needs (idempotent, seconds when done)
+	bash scripts/setup.sh
+
+test: ## run the whole suite (sanity, units, integration, service, plugin, lint, build, molecule)
+	bash scripts/test.sh
+
+sanity: ## ansible-test sanity (all tests that run here); TEST_ARGS="--test pylint plugins/modules/x.py"
+	TEST_ARGS="$(TEST_ARGS)" bash scripts/test.sh sanity
+
+units: ## ansible-test units; TEST_ARGS="tests/unit/plugins/modules/test_x.py"
+	TEST_ARGS="$(TEST_ARGS)" bash scripts/test.sh units
+
+integration: ## ansible-test integration targets; TEST_ARGS="<target>"
+	TEST_ARGS="$(TEST_ARGS)" bash scripts/test.sh integration
+
+service-tests: ## pytest suite of the bundled volume service
+	bash scripts/test.sh service
+
+plugin-tests: ## tests of the Proxmox Perl plugin
+	bash scripts/test.sh plugin
+
+lint: ## ansible-lint, production profile
+	bash scripts/test.sh lint
+
+build: ## build the collection tarball, install it, render every module's docs
+	bash scripts/test.sh build
+
+changelog: ## antsibull-changelog lint
+	bash scripts/test.sh changelog
+
+molecule: ## molecule test of the lab scenario (create, converge, idempotence, smoke, verify, destroy)
+	bash scripts/test.sh molecule
+
+lab: ## bring up the lab, converge playbooks/site.yml, run the smoke test and verify; leaves it up
+	bash scripts/lab.sh up
+
+lab-destroy: ## remove the lab's containers and networks
+	bash scripts/lab.sh destroy

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One-command setup of a fresh Debian 12 machine for development, tests and the lab.
+# Idempotent and fast on a second run: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n== %s\n' "$*"; }
+
+# Debian packages: the lab (podman/runc/debootstrap), the real tools the tests drive
+# (tgt, libiscsi, QEMU's iSCSI client, stunnel, open-iscsi, multipath-tools, XFS, PostgreSQL,
+# strongSwan, tshark) and the Perl the Proxmox plugin tests need.
+packages=(
+    shellcheck podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 make git
+    tgt libiscsi-bin qemu-utils qemu-block-extra stunnel4 open-iscsi multipath-tools
+    xfsprogs btrfs-progs sqlite3 postgresql tshark strongswan-swanctl charon-systemd
+    openssl perl libjson-pp-perl
+)
+step "Debian packages"
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "all ${#packages[@]} present"
+fi
+# The distribution's units would hold ports and state the tests manage themselves.
+for unit in tgt.service iscsid.service iscsid.socket multipathd.service multipathd.socket; do
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
+
+step "Python virtual environment (.venv)"
+stamp=.venv/.requirements.sha256
+want=$(cat requirements-dev.txt service/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [[ -x .venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    echo "up to date"
+else
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r requirements-dev.txt
+    if [[ -f service/pyproject.toml ]]; then
+        .venv/bin/pip install -q -e 'service[test]'
+    fi
+    echo "$want" >"$stamp"
+    echo "installed"
+fi
+
+step "Collection path (ansible_collections/pvesan/storage)"
+# Ansible and pytest import the checkout through this symlink. ansible-test needs a real
+# directory under ansible_collections/ and gets a synced copy instead (scripts/test.sh).
+mkdir -p .cache/collections/ansible_collections/pvesan
+ln -sfn ../../../.. .cache/collections/ansible_collections/pvesan/storage
+echo ".cache/collections/ansible_collections/pvesan/storage -> $root"
+
+step "Lab base image"
+bash scripts/build-image.sh
+
+echo
+echo "setup done: run 'make test' for the suite, 'make lab' for the lab"

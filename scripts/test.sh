@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The whole test suite behind `make test`: every stage runs, one summary at the end, non-zero
+# exit if any stage failed. `scripts/test.sh <stage>...` runs only the named stages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+source scripts/env.sh
+
+all_stages=(changelog build sanity units integration service plugin lint molecule)
+stages=("$@")
+((${#stages[@]})) || stages=("${all_stages[@]}")
+
+# ansible-test wants the collection as a real directory under ansible_collections/: give it a
+# fresh copy of the files git would see (tracked and untracked, minus ignored ones).
+sync_test_tree() {
+    local dest=$root/.cache/ansible-test/ansible_collections/pvesan/storage
+    rm -rf "$dest" && mkdir -p "$dest"
+    git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
+        [[ -e $f || -L $f ]] && printf '%s\0' "$f"
+    done | tar --null -T - -cf - | tar -C "$dest" -xf -
+    cd "$dest"
+}
+
+stage_changelog() { antsibull-changelog lint; }
+
+stage_build() {
+    local out=$root/.cache/build
+    rm -rf "$out" && mkdir -p "$out/collections"
+    ansible-galaxy collection build --force --output-path "$out" &&
+        ansible-galaxy collection install --offline -p "$out/collections" "$out"/pvesan-storage-*.tar.gz &&
+        ANSIBLE_COLLECTIONS_PATH=$out/collections ansible-doc -l pvesan.storage | tee "$out/doc-list.txt" &&
+        local modules && modules=$(awk '{print $1}' "$out/doc-list.txt") &&
+        [[ -n $modules ]] &&
+        for m in $modules; do
+            ANSIBLE_COLLECTIONS_PATH=$out/collections ansible-doc "$m" >/dev/null || { echo "ansible-doc $m failed"; return 1; }
+        done &&
+        echo "built, installed and rendered docs for: $(echo $modules | tr '\n' ' ')"
+}
+
+stage_sanity() {
+    (sync_test_tree && ansible-test sanity --venv --python 3.11 --color no ${TEST_ARGS:-})
+}
+
+stage_units() {
+    (sync_test_tree && ansible-test units --local --python 3.11 --color no ${TEST_ARGS:-})
+}
+
+stage_integration() {
+    (sync_test_tree && ansible-test integration --local --python 3.11 --color no --allow-destructive ${TEST_ARGS:-})
+}
+
+stage_service() {
+    [[ -d service/tests ]] || { echo "no service tests"; return 0; }
+    python -m pytest service/tests -q -p no:cacheprovider
+}
+
+stage_plugin() {
+    [[ -d tests/perl ]] || { echo "no Proxmox plugin tests yet"; return 0; }
+    prove -r tests/perl
+}
+
+stage_lint() { ansible-lint --profile production; }
+
+stage_molecule() { molecule test --scenario-name default; }
+
+declare -A result seconds
+for s in "${stages[@]}"; do
+    printf '\n========== %s ==========\n' "$s"
+    start=$SECONDS
+    if "stage_$s"; then result[$s]=passed; else result[$s]=FAILED; fi
+    seconds[$s]=$((SECONDS - start))
+done
+
+passed=0 failed=0
+printf '\n========== summary ==========\n'
+for s in "${stages[@]}"; do
+    printf '%-12s %-7s %5ss\n' "$s" "${result[$s]}" "${seconds[$s]}"
+    [[ ${result[$s]} == passed ]] && passed=$((passed + 1)) || failed=$((failed + 1))
+done
+echo "stages: $passed passed, $failed failed"
+((failed == 0))
