@@ -1,0 +1,86 @@
+"""iSCSI target driver interface: how volumes are exported.
+
+The service database is the source of truth; a driver only applies and reads back target state.
+Every volume is one target with one LUN.  The LUN number is **1** on every driver (tgt reserves
+LUN 0 for its controller; LIO uses 1 as well so the initiator URL is the same everywhere:
+``iscsi://<portal>/<iqn>/1``).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Optional
+
+DATA_LUN = 1
+
+
+class TargetError(Exception):
+    """A target operation failed; the message says what and why."""
+
+
+@dataclass
+class Chap:
+    """CHAP credentials: ``user``/``password`` authenticate the initiator (incoming);
+    ``mutual_*`` authenticate the target to the initiator (outgoing, optional)."""
+
+    user: str
+    password: str = field(repr=False)
+    mutual_user: Optional[str] = None
+    mutual_password: Optional[str] = field(default=None, repr=False)
+
+
+@dataclass
+class Export:
+    """Desired (or observed) state of one exported volume."""
+
+    iqn: str
+    lun: int
+    backing_path: str
+    serial: str
+    chap: Optional[Chap] = None
+    initiators: list[str] = field(default_factory=list)  # initiator IQNs or IP addresses/CIDRs; empty = any
+    readonly: bool = False
+    block_size: int = 512
+
+
+class TargetDriver(abc.ABC):
+    """One iSCSI target implementation (tgt or LIO)."""
+
+    kind: str = ""
+
+    @abc.abstractmethod
+    def export(self, export: Export) -> None:
+        """Create the export or update it in place (ACL, CHAP, read-only); idempotent."""
+
+    @abc.abstractmethod
+    def unexport(self, iqn: str) -> None:
+        """Remove the target, ending its sessions; no error when it does not exist."""
+
+    @abc.abstractmethod
+    def list_exports(self) -> dict[str, Export]:
+        """What the target really has, keyed by IQN (reconciler input)."""
+
+    @abc.abstractmethod
+    def refresh_size(self, iqn: str) -> None:
+        """Make initiators see the grown size of the backing store."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """True when the target daemon/kernel target is up.  A driver that notices a restart
+        drops its cached state; the reconciler then re-applies every export."""
+
+
+def make_target_driver(kind: str, **options) -> TargetDriver:
+    """Build a driver from its kind and options.
+
+    - ``tgt``: ``control_port=`` (tgtadm ``-C``, default 0), ``bstype=`` (``rdwr`` default, or ``aio``),
+      ``bsoflags=`` (e.g. ``direct``), ``portals=`` (list of ``ip:port`` to report; informational)
+    - ``lio``: ``portals=`` (list of ``ip:port``, default ``0.0.0.0:3260``), ``backstore=`` (``fileio`` or ``block``)
+    """
+    if kind == "tgt":
+        from .tgt import TgtDriver
+        return TgtDriver(**options)
+    if kind == "lio":
+        from .lio import LioDriver
+        return LioDriver(**options)
+    raise TargetError("unknown target driver %r (use tgt or lio)" % (kind,))
