@@ -37,7 +37,9 @@ done
 
 step "Python virtual environment (.venv)"
 stamp=.venv/.requirements.sha256
-want=$(cat requirements-dev.txt service/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+inputs=(requirements-dev.txt)
+[[ -f service/pyproject.toml ]] && inputs+=(service/pyproject.toml)
+want=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [[ -x .venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
     echo "up to date"
 else
@@ -57,6 +59,15 @@ step "Collection path (ansible_collections/pvesan/storage)"
 mkdir -p .cache/collections/ansible_collections/pvesan
 ln -sfn ../../../.. .cache/collections/ansible_collections/pvesan/storage
 echo ".cache/collections/ansible_collections/pvesan/storage -> $root"
+
+step "ansible-test pip bootstrap"
+# ansible-test --venv downloads a get-pip script from a host outside the package registries;
+# give it our stand-in (scripts/ansible-test/get_pip.py explains).
+pip_version=$(.venv/bin/python -c "import re, ansible_test, pathlib; print(re.search(r\"pip='([0-9.]+)'\", (pathlib.Path(ansible_test.__file__).parent / '_internal/python_requirements.py').read_text()).group(1))")
+cache=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+mkdir -p "$(dirname "$cache")"
+cmp -s scripts/ansible-test/get_pip.py "$cache" || cp scripts/ansible-test/get_pip.py "$cache"
+echo "$cache"
 
 step "Lab base image"
 bash scripts/build-image.sh

@@ -2,9 +2,12 @@
 # The whole test suite behind `make test`: every stage runs, one summary at the end, non-zero
 # exit if any stage failed. `scripts/test.sh <stage>...` runs only the named stages.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 source scripts/env.sh
+
+# Extra arguments for ansible-test (make sanity TEST_ARGS="--test pylint plugins/modules/x.py").
+read -ra extra_args <<<"${TEST_ARGS:-}"
 
 all_stages=(changelog build sanity units integration service plugin lint molecule)
 stages=("$@")
@@ -18,35 +21,40 @@ sync_test_tree() {
     git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
         [[ -e $f || -L $f ]] && printf '%s\0' "$f"
     done | tar --null -T - -cf - | tar -C "$dest" -xf -
-    cd "$dest"
+    cd "$dest" || return 1
+    # Its own (empty) git repository, or ansible-test would ask the checkout's git for the file
+    # list and find nothing under the ignored .cache/.
+    git init -q .
 }
 
 stage_changelog() { antsibull-changelog lint; }
 
 stage_build() {
+    # Only the built tarball may provide pvesan.storage here, not the checkout.
+    local PYTHONPATH= ANSIBLE_COLLECTIONS_PATH=$root/.cache/build/collections
     local out=$root/.cache/build
     rm -rf "$out" && mkdir -p "$out/collections"
     ansible-galaxy collection build --force --output-path "$out" &&
-        ansible-galaxy collection install --offline -p "$out/collections" "$out"/pvesan-storage-*.tar.gz &&
-        ANSIBLE_COLLECTIONS_PATH=$out/collections ansible-doc -l pvesan.storage | tee "$out/doc-list.txt" &&
+        ansible-galaxy collection install --offline --force -p "$out/collections" "$out"/pvesan-storage-*.tar.gz &&
+        ansible-doc -l pvesan.storage | tee "$out/doc-list.txt" &&
         local modules && modules=$(awk '{print $1}' "$out/doc-list.txt") &&
         [[ -n $modules ]] &&
         for m in $modules; do
-            ANSIBLE_COLLECTIONS_PATH=$out/collections ansible-doc "$m" >/dev/null || { echo "ansible-doc $m failed"; return 1; }
+            ansible-doc "$m" >/dev/null || { echo "ansible-doc $m failed"; return 1; }
         done &&
-        echo "built, installed and rendered docs for: $(echo $modules | tr '\n' ' ')"
+        echo "built, installed and rendered docs for: $(echo "$modules" | tr '\n' ' ')"
 }
 
 stage_sanity() {
-    (sync_test_tree && ansible-test sanity --venv --python 3.11 --color no ${TEST_ARGS:-})
+    (sync_test_tree && ansible-test sanity --venv --python 3.11 --color no "${extra_args[@]}")
 }
 
 stage_units() {
-    (sync_test_tree && ansible-test units --local --python 3.11 --color no ${TEST_ARGS:-})
+    (sync_test_tree && ansible-test units --local --python 3.11 --color no "${extra_args[@]}")
 }
 
 stage_integration() {
-    (sync_test_tree && ansible-test integration --local --python 3.11 --color no --allow-destructive ${TEST_ARGS:-})
+    (sync_test_tree && ansible-test integration --local --python 3.11 --color no --allow-destructive "${extra_args[@]}")
 }
 
 stage_service() {
