@@ -3,6 +3,7 @@
 # playbooks/site.yml, smoke-tested and verified, then left running for inspection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/env.sh
 source scripts/env.sh
 
 case ${1:-up} in

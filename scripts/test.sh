@@ -4,6 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
+# shellcheck source=scripts/env.sh
 source scripts/env.sh
 
 # Extra arguments for ansible-test (make sanity TEST_ARGS="--test pylint plugins/modules/x.py").
@@ -31,7 +32,7 @@ stage_changelog() { antsibull-changelog lint; }
 
 stage_build() {
     # Only the built tarball may provide pvesan.storage here, not the checkout.
-    local PYTHONPATH= ANSIBLE_COLLECTIONS_PATH=$root/.cache/build/collections
+    local -x PYTHONPATH='' ANSIBLE_COLLECTIONS_PATH=$root/.cache/build/collections
     local out=$root/.cache/build
     rm -rf "$out" && mkdir -p "$out/collections"
     ansible-galaxy collection build --force --output-path "$out" &&
@@ -42,7 +43,11 @@ stage_build() {
         for m in $modules; do
             ansible-doc "$m" >/dev/null || { echo "ansible-doc $m failed"; return 1; }
         done &&
-        echo "built, installed and rendered docs for: $(echo "$modules" | tr '\n' ' ')"
+        echo "built, installed and rendered docs for: $(echo "$modules" | tr '\n' ' ')" &&
+        ansible-doc -t role -l pvesan.storage &&
+        for r in $(ansible-doc -t role -l pvesan.storage | awk '{print $1}'); do
+            ansible-doc -t role "$r" >/dev/null || { echo "ansible-doc -t role $r failed"; return 1; }
+        done
 }
 
 stage_sanity() {
@@ -54,6 +59,7 @@ stage_units() {
 }
 
 stage_integration() {
+    compgen -G "tests/integration/targets/*/" >/dev/null || { echo "no integration targets yet"; return 0; }
     (sync_test_tree && ansible-test integration --local --python 3.11 --color no --allow-destructive "${extra_args[@]}")
 }
 
