@@ -1,0 +1,381 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, pvesan.storage contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Drive the user-space iSCSI target tgtd through ``tgtadm`` (standard library only, Python 3.8+).
+
+Shared by the ``iscsi_target`` module and the bundled volume service (which imports this very
+file through a symlink), so the command lines and the parsing of ``tgtadm --op show`` exist once.
+
+Declarative API: one target is a plain dict::
+
+    {"iqn": "iqn.2026-11.io.pvesan:t1.v-0a1b", "tid": 1,
+     "luns": [{"lun": 1, "path": "/srv/a.img", "serial": "v0a1b", "vendor": None, "product": None,
+               "readonly": False, "write_cache": None, "size": 67000000,
+               "bstype": "rdwr", "bsoflags": "direct", "block_size": 512}],
+     "initiators": ["10.0.0.0/24", "iqn.1993-08.org.debian:01:abc"],   # [] = any initiator
+     "chap": {"user": "alice", "password": None},                      # None = no CHAP
+     "mutual_chap": {"user": "tgtout", "password": None},              # outgoing (mutual) CHAP
+     "portals": ["127.0.0.1:3260"],                                     # tgtd-wide, read-only
+     "attributes": {}}                                                  # target params (see below)
+
+- ``read_targets(tgtadm)`` returns ``{iqn: dict}`` for every target (one ``--op show`` call).
+- ``apply_target(tgtadm, desired, current=None)`` creates or updates one target in place and
+  returns the list of changes made (``[]`` when already as desired); ``remove_target`` deletes one.
+
+What ``--op show`` cannot tell (so reads report ``None``): CHAP passwords, vendor/product ids and
+the write-cache setting.  ``size`` is the size tgtd reports, rounded to MB (10**6 bytes).
+LUN 0 of every tgt target is tgt's own controller LUN; the data LUN is 1 and reads skip LUN 0.
+``attributes`` are target parameters (``nop_interval``, ``MaxRecvDataSegmentLength``, ...); they are
+read by ``read_target_attributes`` and applied only for the keys given.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # pylint: disable=invalid-name
+
+import os
+import re
+import subprocess
+
+# Mode page 8 (caching) with WCE cleared, as tgt-admin sets it for "write-cache off".
+WRITE_CACHE_OFF_MODE_PAGE = "mode_page=8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80:0x14:0:0:0:0:0:0"
+DATA_LUN = 1
+
+_TARGET_RE = re.compile(r"^Target (\d+): (\S+)\s*$")
+_LUN_RE = re.compile(r"^\s+LUN: (\d+)\s*$")
+_SIZE_RE = re.compile(r"^\s+Size: (\d+) MB, Block size: (\d+)\s*$")
+_KV_RE = re.compile(r"^\s+([A-Za-z_ -]+?): ?(.*)$")
+
+
+class TgtadmError(Exception):
+    """A tgtadm command failed; ``stderr`` holds tgtadm's own message."""
+
+    def __init__(self, message, rc=None, stderr=""):
+        super(TgtadmError, self).__init__(message)
+        self.rc = rc
+        self.stderr = stderr
+
+
+def _default_run(argv):
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+class Tgtadm(object):
+    """Thin wrapper of the ``tgtadm`` command for one tgtd (control port ``-C``).
+
+    ``run`` is a callable ``run(argv) -> (rc, stdout, stderr)``; Ansible modules pass
+    ``module.run_command``-based callables, tests pass recorded output.
+    """
+
+    def __init__(self, control_port=0, tgtadm_path="tgtadm", run=None, lld="iscsi"):
+        self.control_port = int(control_port or 0)
+        self.tgtadm_path = tgtadm_path
+        self.lld = lld
+        self._run = run or _default_run
+
+    @property
+    def socket_path(self):
+        """tgtd's management socket; it is re-created on every tgtd start."""
+        return "/var/run/tgtd/socket.%d" % self.control_port
+
+    def cmd(self, *args, **kwargs):
+        """Run ``tgtadm -C <port> --lld <lld> <args>``; raise TgtadmError unless ``check=False``."""
+        argv = [self.tgtadm_path, "-C", str(self.control_port), "--lld", self.lld] + [str(a) for a in args]
+        rc, out, err = self._run(argv)
+        if kwargs.get("check", True) and rc != 0:
+            msg = (err or out).strip().replace("tgtadm: ", "")
+            raise TgtadmError("%s: %s" % (" ".join(argv[5:]), msg or "rc=%s" % rc), rc=rc, stderr=err)
+        return rc, out, err
+
+    # --- reads ---------------------------------------------------------------------------------
+    def show_targets_text(self):
+        return self.cmd("--mode", "target", "--op", "show")[1]
+
+    def show_system_text(self):
+        return self.cmd("--mode", "system", "--op", "show")[1]
+
+    def show_portals(self):
+        out = self.cmd("--mode", "portal", "--op", "show")[1]
+        return [line.split(":", 1)[1].strip().split(",")[0] for line in out.splitlines() if line.startswith("Portal:")]
+
+    def show_accounts(self):
+        out = self.cmd("--mode", "account", "--op", "show")[1]
+        return [line.strip() for line in out.splitlines()[1:] if line.strip()]
+
+    def show_target_params(self, tid):
+        out = self.cmd("--mode", "target", "--op", "show", "--tid", tid)[1]
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    # --- targets, LUNs, ACLs, accounts ---------------------------------------------------------
+    def new_target(self, tid, iqn):
+        self.cmd("--mode", "target", "--op", "new", "--tid", tid, "--targetname", iqn)
+
+    def delete_target(self, tid, force=True):
+        args = ["--mode", "target", "--op", "delete", "--tid", tid]
+        if force:  # also ends the sessions of the target
+            args.append("--force")
+        self.cmd(*args)
+
+    def update_target(self, tid, name, value):
+        self.cmd("--mode", "target", "--op", "update", "--tid", tid, "--name", name, "--value", value)
+
+    def new_lun(self, tid, lun, path, bstype="rdwr", bsoflags=None, block_size=None):
+        args = ["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", lun, "--backing-store", path]
+        if bstype:
+            args += ["--bstype", bstype]
+        if bsoflags:
+            args += ["--bsoflags", bsoflags]
+        if block_size and int(block_size) != 512:
+            args += ["--blocksize", block_size]
+        self.cmd(*args)
+
+    def delete_lun(self, tid, lun):
+        self.cmd("--mode", "logicalunit", "--op", "delete", "--tid", tid, "--lun", lun)
+
+    def update_lun(self, tid, lun, params):
+        """``params``: dict (vendor_id, product_id, scsi_sn, readonly, ...) or a raw string."""
+        if isinstance(params, dict):
+            params = ",".join("%s=%s" % (k, v) for k, v in sorted(params.items()))
+        self.cmd("--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", lun, "--params", params)
+
+    def bind_initiator(self, tid, initiator):
+        """``initiator``: an IP address/CIDR, ``ALL``, or an initiator IQN (bound by name)."""
+        self.cmd("--mode", "target", "--op", "bind", "--tid", tid, *_acl_args(initiator))
+
+    def unbind_initiator(self, tid, initiator):
+        self.cmd("--mode", "target", "--op", "unbind", "--tid", tid, *_acl_args(initiator))
+
+    def new_account(self, user, password):
+        self.cmd("--mode", "account", "--op", "new", "--user", user, "--password", password)
+
+    def delete_account(self, user):
+        """Deleting an account also unbinds it from every target."""
+        self.cmd("--mode", "account", "--op", "delete", "--user", user)
+
+    def bind_account(self, tid, user, outgoing=False):
+        args = ["--mode", "account", "--op", "bind", "--tid", tid, "--user", user]
+        self.cmd(*(args + ["--outgoing"] if outgoing else args))
+
+    def unbind_account(self, tid, user, outgoing=False):
+        args = ["--mode", "account", "--op", "unbind", "--tid", tid, "--user", user]
+        self.cmd(*(args + ["--outgoing"] if outgoing else args))
+
+    def set_account(self, user, password):
+        """Create the account, or re-create it when it exists: tgtd can neither change nor show a
+        password.  Re-creating unbinds the account from every target; the caller re-binds
+        (``apply_target`` does, given ``all_targets``).  Returns "created" or "re-created"."""
+        rc, _, err = self.cmd("--mode", "account", "--op", "new", "--user", user, "--password", password, check=False)
+        if rc == 0:
+            return "created"
+        if "already exists" not in err:
+            raise TgtadmError("account new %s: %s" % (user, err.strip().replace("tgtadm: ", "")), rc=rc, stderr=err)
+        self.delete_account(user)
+        self.new_account(user, password)
+        return "re-created"
+
+
+def _acl_args(initiator):
+    if initiator.startswith(("iqn.", "eui.", "naa.")):
+        return ["--initiator-name", initiator]
+    return ["--initiator-address", initiator]
+
+
+def parse_show(text):
+    """Parse ``tgtadm --mode target --op show`` into a list of target dicts (see module doc).
+
+    The controller LUN 0 is left out; passwords, vendor/product and write cache are ``None``.
+    """
+    targets = []
+    target = lun = None
+    section = None
+    for line in text.splitlines():
+        m = _TARGET_RE.match(line)
+        if m:
+            target = {"iqn": m.group(2), "tid": int(m.group(1)), "luns": [], "initiators": [], "chap": None,
+                      "mutual_chap": None, "portals": [], "attributes": {}, "allow_all": False, "sessions": 0}
+            targets.append(target)
+            section = lun = None
+            continue
+        if target is None or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 4:
+            section = line.strip().rstrip(":")
+            lun = None
+            continue
+        if section == "LUN information":
+            m = _LUN_RE.match(line)
+            if m:
+                lun = {"lun": int(m.group(1)), "path": None, "serial": None, "vendor": None, "product": None,
+                       "readonly": False, "write_cache": None, "size": 0, "bstype": None, "bsoflags": None,
+                       "block_size": 512, "type": None}
+                if lun["lun"] != 0:
+                    target["luns"].append(lun)
+                continue
+            if lun is None:
+                continue
+            m = _SIZE_RE.match(line)
+            if m:
+                lun["size"] = int(m.group(1)) * 1000 * 1000
+                lun["block_size"] = int(m.group(2))
+                continue
+            m = _KV_RE.match(line)
+            if not m:
+                continue
+            key, value = m.group(1).strip(), m.group(2).strip()
+            if key == "Type":
+                lun["type"] = value
+            elif key == "SCSI SN":
+                lun["serial"] = value
+            elif key == "Readonly":
+                lun["readonly"] = value == "Yes"
+            elif key == "Backing store type":
+                lun["bstype"] = value
+            elif key == "Backing store path":
+                lun["path"] = None if value == "None" else value
+            elif key == "Backing store flags":
+                lun["bsoflags"] = value or None
+        elif section == "Account information":
+            name = line.strip()
+            if name.endswith(" (outgoing)"):
+                target["mutual_chap"] = {"user": name[:-len(" (outgoing)")], "password": None}
+            elif target["chap"] is None:
+                target["chap"] = {"user": name, "password": None}
+        elif section == "ACL information":
+            if line.strip() == "ALL":
+                target["allow_all"] = True
+            else:
+                target["initiators"].append(line.strip())
+        elif section == "I_T nexus information" and line.strip().startswith("I_T nexus:"):
+            target["sessions"] += 1
+    return targets
+
+
+def read_targets(tgtadm):
+    """Every target of the tgtd as ``{iqn: dict}`` (one ``--op show`` call)."""
+    return dict((t["iqn"], t) for t in parse_show(tgtadm.show_targets_text()))
+
+
+def read_target_attributes(tgtadm, tid):
+    """Target parameters (``nop_interval``, ``MaxRecvDataSegmentLength``, ...) of one target."""
+    return tgtadm.show_target_params(tid)
+
+
+def next_free_tid(targets):
+    """Lowest tid above every tid in use (``targets``: iterable of tids)."""
+    return max(list(targets) + [0]) + 1
+
+
+def _lun_params(lun):
+    params = {}
+    for key, param in (("serial", "scsi_sn"), ("vendor", "vendor_id"), ("product", "product_id")):
+        if lun.get(key):
+            params[param] = lun[key]
+    params["readonly"] = 1 if lun.get("readonly") else 0
+    return params
+
+
+def apply_target(tgtadm, desired, current=None, all_targets=None):
+    """Make one target match ``desired`` (a target dict; ``tid`` is required when ``current`` is
+    None).  ``current`` is the dict read before (``read_targets``) or None when it does not exist.
+
+    CHAP accounts are global in tgtd: the account of ``chap``/``mutual_chap`` is (re)created with
+    the given password when ``password`` is set, then bound; a re-created account is bound again to
+    the other targets of ``all_targets`` (``{iqn: dict}``) that used it.  Returns the changes made.
+    """
+    changes = []
+    tid = current["tid"] if current else desired["tid"]
+    if current is None:
+        tgtadm.new_target(tid, desired["iqn"])
+        changes.append("target %s created (tid %s)" % (desired["iqn"], tid))
+        current = {"iqn": desired["iqn"], "tid": tid, "luns": [], "initiators": [], "allow_all": False, "chap": None, "mutual_chap": None}
+
+    have_luns = dict((lu["lun"], lu) for lu in current.get("luns") or [])
+    want_luns = dict((lu["lun"], lu) for lu in desired.get("luns") or [])
+    for number in sorted(set(have_luns) - set(want_luns)):
+        tgtadm.delete_lun(tid, number)
+        changes.append("lun %s deleted" % number)
+    for number, want in sorted(want_luns.items()):
+        have = have_luns.get(number)
+        recreate = have is not None and (
+            have.get("path") != want["path"]
+            or (want.get("bstype") and have.get("bstype") != want["bstype"])
+            or (want.get("block_size") and have.get("block_size") != int(want["block_size"])))
+        if recreate:
+            tgtadm.delete_lun(tid, number)
+            have = None
+        if have is None:
+            tgtadm.new_lun(tid, number, want["path"], want.get("bstype") or "rdwr", want.get("bsoflags"), want.get("block_size"))
+            tgtadm.update_lun(tid, number, _lun_params(want))
+            if want.get("write_cache") is False:
+                tgtadm.update_lun(tid, number, WRITE_CACHE_OFF_MODE_PAGE)
+            changes.append("lun %s %s" % (number, "re-created" if recreate else "created"))
+            continue
+        # vendor/product/write cache cannot be read back: only serial and read-only are compared.
+        if (want.get("serial") and have.get("serial") != want["serial"]) or bool(have.get("readonly")) != bool(want.get("readonly")):
+            tgtadm.update_lun(tid, number, _lun_params(want))
+            changes.append("lun %s parameters updated" % number)
+
+    have_acl = current.get("initiators") or []
+    want_acl = desired.get("initiators") or []
+    for initiator in [a for a in have_acl if a not in want_acl]:
+        tgtadm.unbind_initiator(tid, initiator)
+        changes.append("initiator %s unbound" % initiator)
+    for initiator in [a for a in want_acl if a not in have_acl]:
+        tgtadm.bind_initiator(tid, initiator)
+        changes.append("initiator %s bound" % initiator)
+    # tgt needs an explicit ALL rule for "any initiator"; without any rule nobody may log in.
+    if not want_acl and not current.get("allow_all"):
+        tgtadm.bind_initiator(tid, "ALL")
+        changes.append("initiator ALL bound")
+    elif want_acl and current.get("allow_all"):
+        tgtadm.unbind_initiator(tid, "ALL")
+        changes.append("initiator ALL unbound")
+
+    for key, outgoing in (("chap", False), ("mutual_chap", True)):
+        want, have = desired.get(key), current.get(key)
+        have_user = have["user"] if have else None
+        want_user = want["user"] if want else None
+        if have_user and have_user != want_user:
+            tgtadm.unbind_account(tid, have_user, outgoing=outgoing)
+            changes.append("%s %s unbound" % (key, have_user))
+        if want_user:
+            if want.get("password") and tgtadm.set_account(want_user, want["password"]) == "re-created":
+                for other in (all_targets or {}).values():
+                    if other["iqn"] != desired["iqn"] and (other.get(key) or {}).get("user") == want_user:
+                        tgtadm.bind_account(other["tid"], want_user, outgoing=outgoing)
+            if have_user != want_user or want.get("password"):
+                tgtadm.bind_account(tid, want_user, outgoing=outgoing)
+                changes.append("%s %s bound" % (key, want_user))
+
+    for name, value in sorted((desired.get("attributes") or {}).items()):
+        tgtadm.update_target(tid, name, value)
+    return changes
+
+
+def refresh_lun(tgtadm, tid, lun):
+    """Make tgtd re-read the size of a grown backing store: tgt has no resize operation, so the
+    LUN is deleted and added again with the same parameters (initiators get a unit attention)."""
+    tgtadm.delete_lun(tid, lun["lun"])
+    tgtadm.new_lun(tid, lun["lun"], lun["path"], lun.get("bstype") or "rdwr", lun.get("bsoflags"), lun.get("block_size"))
+    tgtadm.update_lun(tid, lun["lun"], _lun_params(lun))
+    if lun.get("write_cache") is False:
+        tgtadm.update_lun(tid, lun["lun"], WRITE_CACHE_OFF_MODE_PAGE)
+
+
+def remove_target(tgtadm, current):
+    """Delete one target (ending its sessions).  Accounts stay: they may serve other targets."""
+    tgtadm.delete_target(current["tid"], force=True)
+    return ["target %s deleted" % current["iqn"]]
+
+
+def tgtd_identity(tgtadm):
+    """An id of the running tgtd (inode and ctime of its management socket), or None when it is
+    not running.  It changes on every tgtd restart, which loses every target."""
+    try:
+        st = os.stat(tgtadm.socket_path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_ctime_ns)

@@ -1,0 +1,203 @@
+"""tgt driver: exports through the user-space tgtd, driven by tgtadm at runtime.
+
+tgtd keeps its configuration in memory only, so a tgtd restart loses every target; the driver
+notices it (the management socket is re-created) and the reconciler re-applies the exports.
+
+Cost per call is constant: the iqn -> target state map is read once (one ``--op show``) and then
+kept in memory, re-read only when tgtd restarted or ``list_exports`` is asked for the truth.
+LUN 0 of a tgt target is tgt's controller; the volume is LUN 1.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+from . import tgtadm as tgtlib
+from .base import DATA_LUN, Chap, Export, TargetDriver, TargetError
+
+
+class TgtDriver(TargetDriver):
+    """Exports volumes through tgtd (``tgtadm -C <control_port>``)."""
+
+    kind = "tgt"
+
+    def __init__(self, control_port: int = 0, bstype: str = "rdwr", bsoflags: Optional[str] = None,
+                 portals: Optional[list[str]] = None, iqn_prefix: Optional[str] = None,
+                 vendor: str = "PVESAN", product: str = "volume", tgtadm_path: str = "tgtadm",
+                 run: Optional[Callable] = None):
+        if bstype not in ("rdwr", "aio"):
+            raise TargetError("tgt bstype must be rdwr or aio, not %r" % (bstype,))
+        self.tgt = tgtlib.Tgtadm(control_port=control_port, tgtadm_path=tgtadm_path, run=run)
+        self.bstype = bstype
+        self.bsoflags = bsoflags
+        self.portals = list(portals or [])
+        self.iqn_prefix = iqn_prefix or ""
+        self.vendor = vendor
+        self.product = product
+        self._lock = threading.RLock()
+        self._identity = None
+        self._targets: Optional[dict[str, dict]] = None  # iqn -> target dict as tgtd has it
+        self._passwords: dict[str, str] = {}  # CHAP user -> password set in this tgtd instance
+
+    # --- state ---------------------------------------------------------------------------------
+    def _load(self) -> dict[str, dict]:
+        identity = tgtlib.tgtd_identity(self.tgt)
+        if identity is None:
+            raise TargetError("tgtd is not running (no management socket %s); start tgtd" % self.tgt.socket_path)
+        try:
+            targets = tgtlib.read_targets(self.tgt)
+        except tgtlib.TgtadmError as exc:
+            raise TargetError("cannot read tgtd targets: %s" % exc) from exc
+        if identity != self._identity:
+            self._passwords = {}
+        self._identity, self._targets = identity, targets
+        return targets
+
+    def _state(self) -> dict[str, dict]:
+        if self._targets is None or tgtlib.tgtd_identity(self.tgt) != self._identity:
+            return self._load()
+        return self._targets
+
+    def _desired(self, export: Export) -> dict:
+        lun = {"lun": export.lun, "path": export.backing_path, "serial": export.serial, "vendor": self.vendor,
+               "product": self.product, "readonly": export.readonly, "bstype": self.bstype,
+               "bsoflags": self.bsoflags, "block_size": export.block_size}
+        chap = mutual = None
+        if export.chap:
+            chap = {"user": export.chap.user, "password": export.chap.password}
+            if export.chap.mutual_user:
+                mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
+        return {"iqn": export.iqn, "luns": [lun], "initiators": list(export.initiators), "chap": chap, "mutual_chap": mutual}
+
+    def _up_to_date(self, have: dict, want: dict) -> bool:
+        def lun_key(lun):
+            return (lun["lun"], lun["path"], lun["serial"], bool(lun["readonly"]), lun["block_size"])
+
+        def chap_ok(key):
+            h, w = have.get(key), want.get(key)
+            if not w:
+                return not h
+            return bool(h) and h["user"] == w["user"] and self._passwords.get(w["user"]) == w["password"]
+
+        return ([lun_key(lu) for lu in have["luns"]] == [lun_key(lu) for lu in want["luns"]]
+                and sorted(have["initiators"]) == sorted(want["initiators"])
+                and bool(have.get("allow_all")) == (not want["initiators"])
+                and chap_ok("chap") and chap_ok("mutual_chap"))
+
+    # --- TargetDriver --------------------------------------------------------------------------
+    def export(self, export: Export) -> None:
+        if export.lun != DATA_LUN:
+            raise TargetError("tgt exports use LUN %d (LUN 0 is tgt's controller), not %d" % (DATA_LUN, export.lun))
+        with self._lock:
+            targets = self._state()
+            want = self._desired(export)
+            have = targets.get(export.iqn)
+            if have is not None and self._up_to_date(have, want):
+                return
+            # Only hand passwords tgtd may not have yet: re-creating an account is what sets one.
+            apply = dict(want)
+            for key in ("chap", "mutual_chap"):
+                if want[key] and self._passwords.get(want[key]["user"]) == want[key]["password"]:
+                    apply[key] = {"user": want[key]["user"], "password": None}
+            if have is None:
+                apply["tid"] = tgtlib.next_free_tid(t["tid"] for t in targets.values())
+            try:
+                tgtlib.apply_target(self.tgt, apply, have, all_targets=targets)
+            except tgtlib.TgtadmError as exc:
+                if have is None and "already exists" in str(exc):
+                    # Someone else (tgt-admin, the iscsi_target module) took that tid or IQN:
+                    # drop what we half-made, re-read the truth and try once more.
+                    self._targets = None
+                    targets = self._load()
+                    if export.iqn in targets and targets[export.iqn]["tid"] != apply["tid"]:
+                        raise TargetError("IQN %s already exists in tgtd (tid %s)" % (export.iqn, targets[export.iqn]["tid"])) from exc
+                    self._apply_fresh(export, apply, targets)
+                    return
+                self._targets = None  # unknown partial state: re-read next time
+                raise TargetError("export of %s failed: %s" % (export.iqn, exc)) from exc
+            self._remember(export, want, have, apply)
+
+    def _apply_fresh(self, export: Export, apply: dict, targets: dict) -> None:
+        have = targets.get(export.iqn)
+        if have is None:
+            apply["tid"] = tgtlib.next_free_tid(t["tid"] for t in targets.values())
+        try:
+            tgtlib.apply_target(self.tgt, apply, have, all_targets=targets)
+        except tgtlib.TgtadmError as exc:
+            self._targets = None
+            raise TargetError("export of %s failed: %s" % (export.iqn, exc)) from exc
+        self._remember(export, self._desired(export), have, apply)
+
+    def _remember(self, export: Export, want: dict, have: Optional[dict], apply: dict) -> None:
+        state = dict(want, tid=have["tid"] if have else apply["tid"], allow_all=not want["initiators"])
+        state["luns"] = [dict(lu) for lu in want["luns"]]
+        for key in ("chap", "mutual_chap"):
+            if want[key]:
+                self._passwords[want[key]["user"]] = want[key]["password"]
+                state[key] = {"user": want[key]["user"], "password": None}
+        self._targets[export.iqn] = state
+
+    def unexport(self, iqn: str) -> None:
+        with self._lock:
+            targets = self._state()
+            have = targets.get(iqn)
+            if have is None:
+                return
+            try:
+                tgtlib.remove_target(self.tgt, have)
+            except tgtlib.TgtadmError as exc:
+                if "can't find the target" not in str(exc):
+                    self._targets = None
+                    raise TargetError("unexport of %s failed: %s" % (iqn, exc)) from exc
+            del targets[iqn]
+            # tgtd accounts are global: drop one when no remaining target uses it.
+            for key in ("chap", "mutual_chap"):
+                user = (have.get(key) or {}).get("user")
+                if user and not any((t.get(key) or {}).get("user") == user for t in targets.values()):
+                    self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
+                    self._passwords.pop(user, None)
+
+    def list_exports(self) -> dict[str, Export]:
+        with self._lock:
+            self._targets = None
+            targets = self._load()
+        result = {}
+        for iqn, t in targets.items():
+            if not iqn.startswith(self.iqn_prefix):
+                continue
+            lun = next((lu for lu in t["luns"] if lu["lun"] == DATA_LUN), None)
+            chap = None
+            if t["chap"]:
+                mutual = t["mutual_chap"] or {}
+                chap = Chap(user=t["chap"]["user"], password=self._passwords.get(t["chap"]["user"]),
+                            mutual_user=mutual.get("user"), mutual_password=self._passwords.get(mutual.get("user")))
+            result[iqn] = Export(iqn=iqn, lun=DATA_LUN, backing_path=lun["path"] if lun else "",
+                                 serial=lun["serial"] if lun else "", chap=chap, initiators=list(t["initiators"]),
+                                 readonly=bool(lun and lun["readonly"]), block_size=lun["block_size"] if lun else 512)
+        return result
+
+    def refresh_size(self, iqn: str) -> None:
+        with self._lock:
+            have = self._state().get(iqn)
+            if have is None:
+                raise TargetError("%s is not exported; nothing to refresh" % iqn)
+            lun = next((lu for lu in have["luns"] if lu["lun"] == DATA_LUN), None)
+            if lun is None:
+                raise TargetError("%s has no LUN %d" % (iqn, DATA_LUN))
+            lun = dict(lun, vendor=self.vendor, product=self.product)
+            lun.setdefault("bstype", self.bstype)
+            try:
+                tgtlib.refresh_lun(self.tgt, have["tid"], lun)
+            except tgtlib.TgtadmError as exc:
+                self._targets = None
+                raise TargetError("size refresh of %s failed: %s" % (iqn, exc)) from exc
+
+    def alive(self) -> bool:
+        with self._lock:
+            identity = tgtlib.tgtd_identity(self.tgt)
+            if identity is None:
+                return False
+            if identity != self._identity:
+                self._targets = None  # restarted: every target is gone, reload on next use
+            rc = self.tgt.cmd("--mode", "system", "--op", "show", check=False)[0]
+            return rc == 0
