@@ -18,7 +18,10 @@ stages=("$@")
 # fresh copy of the files git would see (tracked and untracked, minus ignored ones).
 sync_test_tree() {
     local dest=$root/.cache/ansible-test/ansible_collections/pvesan/storage
-    rm -rf "$dest" && mkdir -p "$dest"
+    # tests/output survives: ansible-test keeps its virtual environments there.
+    mkdir -p "$dest/tests"
+    find "$dest" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
+    find "$dest/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} +
     git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
         [[ -e $f || -L $f ]] && printf '%s\0' "$f"
     done | tar --null -T - -cf - | tar -C "$dest" -xf -
@@ -50,8 +53,24 @@ stage_build() {
         done
 }
 
+# Every Python this machine has (pyenv keeps 3.8 ... 3.13 beside the system's 3.11) on PATH
+# under its pythonX.Y name, so compile/import sanity covers the whole target range of the modules
+# that are present; ansible-test skips the versions it does not find.
+python_versions_on_path() {
+    local dir=$root/.cache/pythons version
+    mkdir -p "$dir"
+    for version in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*; do
+        [[ -x $version/bin/python3 ]] || continue
+        version=${version%/}
+        local minor=${version##*/}
+        minor=${minor%.*}
+        ln -sfn "$version/bin/python$minor" "$dir/python$minor"
+    done
+    PATH=$dir:$PATH
+}
+
 stage_sanity() {
-    (sync_test_tree && ansible-test sanity --venv --python 3.11 --color no "${extra_args[@]}")
+    (python_versions_on_path && sync_test_tree && ansible-test sanity --venv --color no "${extra_args[@]}")
 }
 
 stage_units() {
