@@ -1,0 +1,166 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Per-type validation of declared storages (what the module checks before any write)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+    Section, StorageConfig, desired_props, format_section, plan_present,
+)
+from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+    PROPERTIES, TYPES, SchemaError,
+)
+
+# one valid storage of every type: (type, props)
+VALID = {
+    'dir': {'path': '/srv/dir', 'content': ['iso', 'backup'], 'prune-backups': 'keep-last=3,keep-daily=7'},
+    'nfs': {'server': '10.0.0.10', 'export': '/space/iso', 'options': 'vers=4.2', 'content': ['iso', 'vztmpl']},
+    'cifs': {'server': 'nas.example.com', 'share': 'VMData', 'username': 'anna', 'smbversion': '3'},
+    'pbs': {'server': 'pbs.example.com', 'datastore': 'main', 'username': 'archiver@pbs', 'port': 8007},
+    'glusterfs': {'server': '10.2.3.4', 'server2': '10.2.3.5', 'volume': 'gv0', 'transport': 'tcp'},
+    'zfspool': {'pool': 'rpool/data', 'sparse': True, 'blocksize': '16k'},
+    'lvm': {'vgname': 'vg0', 'shared': True, 'saferemove': False},
+    'lvmthin': {'vgname': 'pve', 'thinpool': 'data'},
+    'iscsi': {'portal': '10.10.10.1:3260', 'target': 'iqn.2006-01.com.example:t1', 'content': []},
+    'iscsidirect': {'portal': '[fd00::1]:3260', 'target': 'iqn.2006-01.com.example:t1'},
+    'rbd': {'monhost': '10.1.1.20 10.1.1.21', 'pool': 'rbd', 'krbd': True, 'username': 'admin'},
+    'cephfs': {'monhost': '10.1.1.20', 'fs-name': 'cephfs', 'content': ['backup']},
+    'btrfs': {'path': '/var/lib/pve/local-btrfs', 'nocow': False},
+    'zfs': {'portal': '192.0.2.111', 'target': 'iqn.2003-01.org.linux-iscsi.lio:sn.1', 'pool': 'tank',
+            'blocksize': '4k', 'iscsiprovider': 'LIO', 'lio_tpg': 'tpg1', 'sparse': True},
+    'esxi': {'server': 'esxi.example.com', 'username': 'root', 'skip-cert-verification': True},
+    'pvesan': {'api_url': 'https://10.89.1.10:8443/api', 'ssl_verify_peer': True, 'transport_encryption': 'tls',
+               'multipath': True, 'query_include': ['ssd', 'rack1'], 'service_type': 'gold'},
+}
+
+
+def test_every_admin_guide_type_has_a_schema():
+    assert set(TYPES) == set(VALID)
+
+
+@pytest.mark.parametrize('stype', sorted(VALID))
+def test_valid_storage_of_every_type_round_trips(stype):
+    props = desired_props(stype, 'store-1', VALID[stype])
+    _, section = plan_present(StorageConfig.parse(''), 'store-1', stype, props)
+    text = format_section(section) + '\n'
+    parsed = StorageConfig.parse(text)
+    assert parsed.get('store-1').props == section.props
+    assert parsed.render() == text
+
+
+@pytest.mark.parametrize('stype, props, words', [
+    ('dir', {'path': '/x', 'vgname': 'pve'}, "'vgname' is not valid for storage type 'dir'"),
+    ('nfs', {'server': 'a', 'export': '/e', 'shared': True}, 'always shared'),
+    ('dir', {'path': '/x', 'shared': 'maybe'}, 'must be a boolean'),
+    ('dir', {'path': '/x', 'maxfiles': 'ten'}, 'must be an integer'),
+    ('dir', {'path': '/x', 'maxfiles': True}, 'must be an integer'),
+    ('pbs', {'server': 'a', 'datastore': 'd', 'port': 70000}, '<= 65535'),
+    ('lvm', {'vgname': 'pve', 'content': ['iso']}, "does not support content type 'iso'"),
+    ('dir', {'path': '/x', 'content': ['none', 'iso']}, "'none' cannot be combined"),
+    ('lvm', {'vgname': 'pve', 'content': []}, 'empty content list'),
+    ('lvm', {'vgname': 'bad name'}, 'LVM name'),
+    ('zfs', {'iscsiprovider': 'lio'}, 'case sensitive'),
+    ('zfspool', {'pool': 'p', 'blocksize': '3k'}, 'power of 2'),
+    ('pbs', {'server': 'a', 'datastore': 'd', 'fingerprint': 'ab:cd'}, 'SHA-256'),
+    ('dir', {'path': '/x', 'format': 'vmdk2'}, "must be one of"),
+    ('lvmthin', {'vgname': 'pve', 'thinpool': 'data', 'format': 'qcow2'}, "'format' is not valid"),
+    ('zfspool', {'pool': 'p', 'format': 'qcow2'}, "'format' is not valid"),
+    ('dir', {'path': '/x', 'format': 'subvol', 'nodes': ['pve1', 'bad_node']}, 'not a valid node name'),
+    ('dir', {'path': '/x y'}, 'illegal path'),
+    ('cifs', {'server': 'a', 'share': 's', 'password': 'x'}, 'secret'),
+    ('pvesan', {'api_url': 'https://x/api', 'auth_token': 't'}, 'secret'),
+    ('pvesan', {'api_url': 'ftp://x'}, 'http'),
+    ('pvesan', {'api_url': 'https://x', 'transport_encryption': 'wireguard'}, 'tls, ipsec, none'),
+    ('pvesan', {'api_url': 'https://x', 'query_include': ['a,b']}, 'list items'),
+    ('nfs', {'server': 'a', 'export': '/e', 'options': 'vers=3, soft'}, 'white space'),
+    ('dir', {'path': '/x', 'content-dirs': 'iso'}, 'content'),
+    ('dir', {'path': '/x', 'bwlimit': 'fast=1'}, 'key=value'),
+    ('frob', {}, 'unknown storage type'),
+])
+def test_invalid_input_names_the_property_and_rule(stype, props, words):
+    with pytest.raises(SchemaError) as e:
+        desired_props(stype, 'store-1', props)
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize('sid', ['a', '1ab', 'ab-', 'a b', 'ab/c', '', 'ä1'])
+def test_storage_ids_proxmox_rejects(sid):
+    with pytest.raises(SchemaError) as e:
+        desired_props('dir', sid, {'path': '/x'})
+    assert 'storage ID' in str(e.value)
+
+
+def test_local_must_stay_the_default_dir_storage():
+    with pytest.raises(SchemaError):
+        desired_props('lvm', 'local', {'vgname': 'pve'})
+    with pytest.raises(SchemaError):
+        desired_props('dir', 'local', {'path': '/srv'})
+    assert desired_props('dir', 'local', {'path': '/var/lib/vz', 'content': ['iso']})
+
+
+@pytest.mark.parametrize('stype', sorted(VALID))
+def test_missing_required_property_is_named(stype):
+    required = [k for k in TYPES[stype].required() if k != 'path' or not TYPES[stype].path_default]
+    for key in required:
+        props = desired_props(stype, 'st1', dict((k, v) for k, v in VALID[stype].items() if k != key))
+        with pytest.raises(SchemaError) as e:
+            plan_present(StorageConfig.parse(''), 'st1', stype, props)
+        assert key in str(e.value)
+
+
+def test_create_defaults():
+    cfg = StorageConfig.parse('')
+    _, nfs = plan_present(cfg, 'iso', 'nfs', desired_props('nfs', 'iso', VALID['nfs']))
+    assert nfs.props['path'] == '/mnt/pve/iso'
+    _, san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', VALID['pvesan']))
+    assert san.props['shared'] is True
+    _, san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', dict(VALID['pvesan'], shared=False)))
+    assert san.props['shared'] is False
+
+
+@pytest.mark.parametrize('stype, key, value', [
+    ('lvmthin', 'vgname', 'other'), ('zfspool', 'pool', 'tank/x'), ('dir', 'path', '/other'),
+    ('nfs', 'server', '10.0.0.11'), ('nfs', 'export', '/other'), ('iscsi', 'portal', '10.0.0.2'),
+    ('iscsi', 'target', 'iqn.x:y'), ('zfs', 'iscsiprovider', 'iet'), ('lvm', 'base', 'iscsi1:0.0.1.scsi-x'),
+])
+def test_fixed_properties_cannot_change(stype, key, value):
+    cfg = StorageConfig.parse('')
+    _, section = plan_present(cfg, 's1', stype, desired_props(stype, 's1', VALID[stype]))
+    cfg.set(section)
+    cfg = StorageConfig.parse(cfg.render())
+    with pytest.raises(SchemaError) as e:
+        plan_present(cfg, 's1', stype, desired_props(stype, 's1', {key: value}))
+    assert "'%s'" % key in str(e.value) and 'fixed' in str(e.value)
+
+
+def test_update_purge_and_idempotence():
+    cfg = StorageConfig.parse('dir: d1\n\tpath /x\n\tcontent iso\n\tmkdir 0\n\tfrob 1\n')
+    old, new = plan_present(cfg, 'd1', 'dir', desired_props('dir', 'd1', {'content': ['iso']}))
+    assert new is old                                   # nothing to do
+    old, new = plan_present(cfg, 'd1', 'dir', desired_props('dir', 'd1', {'content': ['iso'], 'disable': False}))
+    assert new is old                                   # disable=false is Proxmox's "no disable line"
+    old, new = plan_present(cfg, 'd1', 'dir', desired_props('dir', 'd1', {'content': ['iso']}), purge=True)
+    assert new.props == {'path': '/x', 'content': ['iso']}   # required 'path' survives purge
+    with pytest.raises(SchemaError):
+        plan_present(cfg, 'd1', 'lvm', desired_props('lvm', 'd1', {'vgname': 'x'}))
+
+
+def test_pvesan_property_names_do_not_collide_with_builtin_plugins():
+    """One property namespace for all plugins: a name defined twice breaks storage loading."""
+    pvesan_props = set(k for k, p in PROPERTIES.items() if p.owner == 'pvesan')
+    assert pvesan_props == {'api_url', 'auth_token', 'ssl_verify_peer', 'service_type', 'query_include',
+                            'query_exclude', 'transport_encryption', 'multipath'}
+    builtin_options = set(k for t in TYPES.values() if not t.custom for k in t.options)
+    assert not pvesan_props & builtin_options
+
+
+def test_section_equality_ignores_list_order():
+    cfg = StorageConfig.parse('lvm: v1\n\tvgname vg\n\tcontent rootdir,images\n\tnodes b,a\n')
+    old, new = plan_present(cfg, 'v1', 'lvm', desired_props('lvm', 'v1', {'content': ['images', 'rootdir'],
+                                                                           'nodes': 'a, b'}))
+    assert new is old
+    assert isinstance(new, Section)
