@@ -1,0 +1,523 @@
+"""REST API (FastAPI): JSON over HTTPS with bearer tokens; the OpenAPI spec is at /openapi.json.
+
+Handlers are thin: validate, authorise, call the core, return JSON.  Every error is a 4xx with a
+``detail`` that says what to fix (or 503 when the target daemon/database is unavailable).
+Responses are built as plain JSON (no per-item model validation) so that listing thousands of
+volumes stays fast; the response models below document the shapes in the spec.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal, Optional, Union
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .backends.base import BackendError, NotFound as BackendNotFound, NotSupported
+from .core import Principal, Service
+from .errors import ServiceError
+from .reconciler import reconcile
+from .store import StoreError
+from .targets.base import TargetError
+from .units import MAX_SIZE
+
+log = logging.getLogger("pvesan.api")
+
+NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SNAP = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+TAG = r"^[A-Za-z0-9][A-Za-z0-9._:=-]{0,62}$"
+INITIATOR = r"^[A-Za-z0-9][A-Za-z0-9.:/-]{0,222}$"
+SIZE_DOC = "bytes, or a string with a binary unit: 512M, 10G, 1T (rounded up to whole MiB)"
+
+Name = Field(pattern=NAME, description="1-63 characters a-z 0-9 . _ -")
+Size = Union[StrictInt, StrictStr]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChapIn(Strict):
+    user: str = Field(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")
+    password: str = Field(pattern=r"^[!-~]{12,128}$", description="12-128 printable characters, no spaces")
+    mutual_user: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9._:@-]{1,64}$")
+    mutual_password: Optional[str] = Field(None, pattern=r"^[!-~]{12,128}$")
+
+    @model_validator(mode="after")
+    def _mutual_pair(self):
+        if (self.mutual_user is None) != (self.mutual_password is None):
+            raise ValueError("mutual CHAP needs both mutual_user and mutual_password")
+        if self.mutual_password is not None and self.mutual_password == self.password:
+            raise ValueError("the mutual CHAP password must differ from the initiator's")
+        return self
+
+
+def _tags(default=None, desc="tags"):
+    return Field(default, max_length=32, description=desc)
+
+
+class TenantCreate(Strict):
+    name: str = Name
+    chap: Optional[ChapIn] = Field(None, description="CHAP credentials used by every volume of the tenant")
+    initiators: list[str] = Field(default_factory=list, max_length=256, description="default initiator ACL (IQNs or IPs)")
+    quota_bytes: Optional[int] = Field(None, ge=0, le=MAX_SIZE)
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.initiators, INITIATOR, "initiator")
+        return self
+
+
+class TenantUpdate(Strict):
+    chap: Optional[ChapIn] = None
+    initiators: Optional[list[str]] = Field(None, max_length=256)
+    quota_bytes: Optional[int] = Field(None, ge=0, le=MAX_SIZE)
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.initiators or [], INITIATOR, "initiator")
+        return self
+
+
+class TokenCreate(Strict):
+    name: str = Name
+    tenant: Optional[str] = Field(None, max_length=63, description="tenant the token acts for; omit for an admin token")
+    readonly: bool = False
+
+
+class PoolCreate(Strict):
+    name: str = Name
+    kind: Literal["file", "zfs", "lvmthin"]
+    options: dict[str, Union[str, int, bool]] = Field(
+        default_factory=dict, description="file: path; zfs: dataset, volblocksize, compression; lvmthin: vg, thinpool")
+    tags: list[str] = _tags([])
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.tags, TAG, "tag")
+        if len(self.options) > 16 or any(len(k) > 64 or len(str(v)) > 1024 for k, v in self.options.items()):
+            raise ValueError("too many or too long pool options")
+        return self
+
+
+class PoolUpdate(Strict):
+    tags: list[str] = _tags([])
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.tags, TAG, "tag")
+        return self
+
+
+class ServiceTypeCreate(Strict):
+    name: str = Name
+    description: str = Field("", max_length=256)
+    pool_tags: list[str] = _tags([], "a pool must carry all these tags")
+    block_size: Literal[512, 4096] = 512
+    thin: bool = True
+    chap: bool = False
+    default: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.pool_tags, TAG, "tag")
+        return self
+
+
+class VolumeCreate(Strict):
+    name: str = Name
+    size: Size = Field(description=SIZE_DOC)
+    service_type: Optional[str] = Field(None, max_length=63)
+    query_include: list[str] = _tags([], "the pool must carry all these tags")
+    query_exclude: list[str] = _tags([], "the pool must carry none of these tags")
+    tags: list[str] = _tags([])
+    initiators: Optional[list[str]] = Field(None, max_length=256, description="initiator ACL; omit to use the tenant's")
+    chap: Optional[ChapIn] = Field(None, description="per-volume CHAP; omit to use the tenant's")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for lst in (self.query_include, self.query_exclude, self.tags):
+            _check_list(lst, TAG, "tag")
+        _check_list(self.initiators or [], INITIATOR, "initiator")
+        return self
+
+
+class VolumeUpdate(Strict):
+    tags: Optional[list[str]] = _tags(None)
+    initiators: Optional[list[str]] = Field(None, max_length=256, description="null: use the tenant's ACL")
+    chap: Optional[ChapIn] = Field(None, description="null: use the tenant's CHAP")
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.tags or [], TAG, "tag")
+        _check_list(self.initiators or [], INITIATOR, "initiator")
+        return self
+
+
+class Resize(Strict):
+    size: Size = Field(description="new absolute size (grow only); " + SIZE_DOC)
+
+
+class Rename(Strict):
+    name: str = Name
+
+
+class SnapshotCreate(Strict):
+    name: str = Field(pattern=SNAP)
+
+
+class CloneCreate(Strict):
+    name: str = Name
+    snapshot: Optional[str] = Field(None, pattern=SNAP, description="source snapshot; omit to clone a template's base")
+    tags: Optional[list[str]] = _tags(None)
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_list(self.tags or [], TAG, "tag")
+        return self
+
+
+def _check_list(values, pattern, what):
+    import re
+    rx = re.compile(pattern)
+    for v in values:
+        if not rx.match(v):
+            raise ValueError("invalid %s %r: must match %s" % (what, v, pattern))
+
+
+# ---------------------------------------------------------------- response shapes (for the spec)
+class ChapOut(BaseModel):
+    user: str
+    password: str
+    mutual_user: Optional[str] = None
+    mutual_password: Optional[str] = None
+
+
+class ExportOut(BaseModel):
+    iqn: str
+    lun: int
+    portals: list[str]
+    urls: list[str]
+    initiators: list[str]
+    chap: Optional[ChapOut]
+
+
+class VolumeOut(BaseModel):
+    id: str
+    name: str
+    tenant: str
+    pool: str
+    service_type: Optional[str]
+    size: int
+    thin: bool
+    block_size: int
+    vmid: Optional[int]
+    tags: list[str]
+    state: str
+    parent: Optional[str]
+    parent_snapshot: Optional[str]
+    export: ExportOut
+    created_at: str
+    updated_at: str
+
+
+class SnapshotOut(BaseModel):
+    name: str
+    id: str
+    volume: str
+    state: str
+    created_at: str
+
+
+class TenantOut(BaseModel):
+    name: str
+    chap: Optional[ChapOut]
+    initiators: list[str]
+    quota_bytes: Optional[int]
+    created_at: str
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    tenant: Optional[str]
+    readonly: bool
+    created_at: str
+    token: Optional[str] = Field(None, description="the secret, returned once at creation")
+
+
+class PoolOut(BaseModel):
+    name: str
+    kind: str
+    tags: list[str]
+    options: dict
+    total: int
+    used: int
+    available: int
+    error: Optional[str]
+    created_at: str
+
+
+class ServiceTypeOut(BaseModel):
+    name: str
+    description: str
+    pool_tags: list[str]
+    block_size: int
+    thin: bool
+    chap: bool
+    default: bool
+    created_at: str
+
+
+class Error(BaseModel):
+    detail: Union[str, list]
+
+
+ERRORS = {c: {"model": Error} for c in (400, 401, 403, 404, 409, 422, 503)}
+
+
+def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
+    app = FastAPI(title="pvesan volume service", version=__version__,
+                  description="Thin volumes, snapshots and clones exported over iSCSI (one target per volume, LUN 1).",
+                  responses=ERRORS)
+    app.state.service = service
+    bearer = HTTPBearer(auto_error=False, description="a tenant or admin token")
+
+    def J(data, status: int = 200) -> Response:
+        return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
+
+    # ------------------------------------------------------------ errors: always 4xx/503 with a reason
+    @app.exception_handler(ServiceError)
+    async def _service_error(_req, exc: ServiceError):
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(NotSupported)
+    async def _not_supported(_req, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(BackendNotFound)
+    async def _backend_missing(_req, exc):
+        return JSONResponse({"detail": "backing storage is missing: %s" % exc}, status_code=409)
+
+    @app.exception_handler(BackendError)
+    async def _backend_error(_req, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(TargetError)
+    async def _target_error(_req, exc):
+        return JSONResponse({"detail": "iSCSI target: %s" % exc}, status_code=503)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_req, exc):
+        return JSONResponse({"detail": "database: %s" % exc}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req, exc: RequestValidationError):
+        errs = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errs}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    # ------------------------------------------------------------ auth
+    def principal(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> Principal:
+        return service.authenticate(creds.credentials if creds else None)
+
+    def writer(p: Principal = Depends(principal)) -> Principal:
+        service.require_write(p)
+        return p
+
+    def admin(p: Principal = Depends(principal)) -> Principal:
+        service.require_admin(p, write=False)
+        return p
+
+    def admin_writer(p: Principal = Depends(principal)) -> Principal:
+        service.require_admin(p, write=True)
+        return p
+
+    TenantQ = Query(None, max_length=63, description="tenant to act on (admin tokens only)")
+
+    # ------------------------------------------------------------ health, metrics, status
+    @app.get("/healthz", tags=["health"])
+    def healthz():
+        h = service.healthy()
+        return J(h, 200 if h["database"] else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def metrics(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)):
+        if not metrics_public:
+            service.require_admin(service.authenticate(creds.credentials if creds else None), write=False)
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/api/v1/status", tags=["status"])
+    def status(p: Principal = Depends(principal), tenant: Optional[str] = TenantQ,
+               service_type: Optional[str] = Query(None, max_length=63),
+               query_include: list[str] = Query([], description="repeat or comma-separate"),
+               query_exclude: list[str] = Query([], description="repeat or comma-separate")):
+        def split(vals):
+            return [x for v in vals for x in v.split(",") if x]
+        return J(service.status(p, tenant, service_type, split(query_include), split(query_exclude)))
+
+    @app.get("/api/v1/whoami", tags=["status"])
+    def whoami(p: Principal = Depends(principal)):
+        return J({"admin": p.admin, "tenant": p.tenant, "readonly": p.readonly, "token_id": p.token_id})
+
+    @app.post("/api/v1/reconcile", tags=["status"])
+    def run_reconcile(_p: Principal = Depends(admin_writer)):
+        return J(reconcile(service, "api"))
+
+    # ------------------------------------------------------------ tenants
+    @app.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut)
+    def create_tenant(body: TenantCreate, _p: Principal = Depends(admin_writer)):
+        return J(service.create_tenant(body.name, body.chap.model_dump() if body.chap else None, body.initiators,
+                                       body.quota_bytes), 201)
+
+    @app.get("/api/v1/tenants", tags=["tenants"], response_model=list[TenantOut])
+    def list_tenants(_p: Principal = Depends(admin)):
+        return J(service.list_tenants())
+
+    @app.get("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
+    def get_tenant(name: str, p: Principal = Depends(principal)):
+        if not p.admin and name != p.tenant:
+            return J({"detail": "tenant %r not found" % name}, 404)
+        return J(service.get_tenant(name))
+
+    @app.patch("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
+    def update_tenant(name: str, body: TenantUpdate, _p: Principal = Depends(admin_writer)):
+        changes = body.model_dump(include=body.model_fields_set)
+        return J(service.update_tenant(name, changes))
+
+    @app.delete("/api/v1/tenants/{name}", tags=["tenants"], status_code=204)
+    def delete_tenant(name: str, _p: Principal = Depends(admin_writer)):
+        service.delete_tenant(name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ tokens
+    @app.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenOut)
+    def create_token(body: TokenCreate, p: Principal = Depends(writer)):
+        return J(service.create_token(p, body.name, body.tenant, body.readonly), 201)
+
+    @app.get("/api/v1/tokens", tags=["tokens"], response_model=list[TokenOut])
+    def list_tokens(p: Principal = Depends(principal), tenant: Optional[str] = TenantQ):
+        return J(service.list_tokens(p, tenant))
+
+    @app.delete("/api/v1/tokens/{token_id}", tags=["tokens"], status_code=204)
+    def revoke_token(token_id: str, p: Principal = Depends(writer)):
+        service.revoke_token(p, token_id)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ pools
+    @app.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut)
+    def create_pool(body: PoolCreate, _p: Principal = Depends(admin_writer)):
+        return J(service.create_pool(body.name, body.kind, body.options, body.tags), 201)
+
+    @app.get("/api/v1/pools", tags=["pools"], response_model=list[PoolOut])
+    def list_pools(_p: Principal = Depends(principal)):
+        return J(service.list_pools())
+
+    @app.get("/api/v1/pools/{name}", tags=["pools"], response_model=PoolOut)
+    def get_pool(name: str, _p: Principal = Depends(principal)):
+        return J(service.get_pool(name))
+
+    @app.patch("/api/v1/pools/{name}", tags=["pools"], response_model=PoolOut)
+    def update_pool(name: str, body: PoolUpdate, _p: Principal = Depends(admin_writer)):
+        return J(service.update_pool(name, body.tags))
+
+    @app.delete("/api/v1/pools/{name}", tags=["pools"], status_code=204)
+    def delete_pool(name: str, _p: Principal = Depends(admin_writer)):
+        service.delete_pool(name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ service types
+    @app.post("/api/v1/service-types", tags=["service types"], status_code=201, response_model=ServiceTypeOut)
+    def create_service_type(body: ServiceTypeCreate, _p: Principal = Depends(admin_writer)):
+        return J(service.create_service_type(body.name, body.description, body.pool_tags, body.block_size, body.thin,
+                                             body.chap, body.default), 201)
+
+    @app.get("/api/v1/service-types", tags=["service types"], response_model=list[ServiceTypeOut])
+    def list_service_types(_p: Principal = Depends(principal)):
+        return J(service.list_service_types())
+
+    @app.get("/api/v1/service-types/{name}", tags=["service types"], response_model=ServiceTypeOut)
+    def get_service_type(name: str, _p: Principal = Depends(principal)):
+        return J(service.get_service_type(name))
+
+    @app.delete("/api/v1/service-types/{name}", tags=["service types"], status_code=204)
+    def delete_service_type(name: str, _p: Principal = Depends(admin_writer)):
+        service.delete_service_type(name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ volumes
+    @app.post("/api/v1/volumes", tags=["volumes"], status_code=201, response_model=VolumeOut,
+              responses={200: {"model": VolumeOut, "description": "the same volume already existed"}})
+    def create_volume(body: VolumeCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        vol, created = service.create_volume(
+            service.scope(p, tenant), body.name, body.size, body.service_type, body.query_include, body.query_exclude,
+            body.tags, body.initiators, body.chap.model_dump() if body.chap else None)
+        return J(vol, 201 if created else 200)
+
+    @app.get("/api/v1/volumes", tags=["volumes"], response_model=list[VolumeOut])
+    def list_volumes(p: Principal = Depends(principal), tenant: Optional[str] = TenantQ,
+                     prefix: Optional[str] = Query(None, max_length=63),
+                     vmid: Optional[int] = Query(None, ge=0, le=999999999),
+                     tag: Optional[str] = Query(None, pattern=TAG)):
+        return J(service.list_volumes(service.scope(p, tenant), prefix, vmid, tag))
+
+    @app.get("/api/v1/volumes/{name}", tags=["volumes"], response_model=VolumeOut)
+    def get_volume(name: str, p: Principal = Depends(principal), tenant: Optional[str] = TenantQ):
+        return J(service.get_volume(service.scope(p, tenant), name))
+
+    @app.patch("/api/v1/volumes/{name}", tags=["volumes"], response_model=VolumeOut)
+    def update_volume(name: str, body: VolumeUpdate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        changes = body.model_dump(include=body.model_fields_set)
+        return J(service.update_volume(service.scope(p, tenant), name, changes))
+
+    @app.post("/api/v1/volumes/{name}/resize", tags=["volumes"], response_model=VolumeOut)
+    def resize_volume(name: str, body: Resize, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        return J(service.resize_volume(service.scope(p, tenant), name, body.size))
+
+    @app.post("/api/v1/volumes/{name}/rename", tags=["volumes"], response_model=VolumeOut)
+    def rename_volume(name: str, body: Rename, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        return J(service.rename_volume(service.scope(p, tenant), name, body.name))
+
+    @app.delete("/api/v1/volumes/{name}", tags=["volumes"], status_code=204)
+    def delete_volume(name: str, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ,
+                      cascade: bool = Query(False, description="also delete dependent clones")):
+        service.delete_volume(service.scope(p, tenant), name, cascade)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/volumes/{name}/clone", tags=["volumes"], status_code=201, response_model=VolumeOut,
+              responses={200: {"model": VolumeOut, "description": "the same clone already existed"}})
+    def clone_volume(name: str, body: CloneCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        vol, created = service.clone_volume(service.scope(p, tenant), name, body.name, body.snapshot, body.tags)
+        return J(vol, 201 if created else 200)
+
+    # ------------------------------------------------------------ snapshots
+    @app.post("/api/v1/volumes/{name}/snapshots", tags=["snapshots"], status_code=201, response_model=SnapshotOut,
+              responses={200: {"model": SnapshotOut, "description": "the snapshot already existed"}})
+    def create_snapshot(name: str, body: SnapshotCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        snap, created = service.create_snapshot(service.scope(p, tenant), name, body.name)
+        return J(snap, 201 if created else 200)
+
+    @app.get("/api/v1/volumes/{name}/snapshots", tags=["snapshots"], response_model=list[SnapshotOut])
+    def list_snapshots(name: str, p: Principal = Depends(principal), tenant: Optional[str] = TenantQ):
+        return J(service.list_snapshots(service.scope(p, tenant), name))
+
+    @app.delete("/api/v1/volumes/{name}/snapshots/{snapshot}", tags=["snapshots"], status_code=204)
+    def delete_snapshot(name: str, snapshot: str, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ,
+                        cascade: bool = Query(False, description="also delete clones made from it")):
+        service.delete_snapshot(service.scope(p, tenant), name, snapshot, cascade)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/volumes/{name}/snapshots/{snapshot}/rollback", tags=["snapshots"], response_model=VolumeOut)
+    def rollback_snapshot(name: str, snapshot: str, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
+        return J(service.rollback_snapshot(service.scope(p, tenant), name, snapshot))
+
+    return app

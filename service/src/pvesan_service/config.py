@@ -1,0 +1,80 @@
+"""Server configuration: a YAML or TOML file (by extension), a few environment overrides."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "listen": "0.0.0.0:8443",
+    "tls_cert": None,
+    "tls_key": None,
+    "insecure_http": False,  # plain HTTP only when asked (tests, or TLS terminated elsewhere)
+    "database": "sqlite:////var/lib/pvesan/state.db",
+    "sqlite_synchronous": "FULL",
+    "admin_token": None,
+    "admin_token_file": None,
+    "iqn_prefix": "iqn.2026-11.org.pvesan",
+    "portals": ["127.0.0.1:3260"],
+    "target": {"driver": "tgt"},
+    "pools": [],
+    "service_types": [],
+    "reconcile_interval": 5.0,
+    "capacity_ttl": 2.0,
+    "metrics_public": False,
+    "log_format": "json",  # json | text
+    "log_target": "stdout",  # stdout | journald
+    "log_level": "info",
+    "access_log": True,
+}
+ENV = {"PVESAN_DATABASE": "database", "PVESAN_ADMIN_TOKEN": "admin_token", "PVESAN_LISTEN": "listen"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path: str | None) -> dict[str, Any]:
+    cfg = dict(DEFAULTS)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise ConfigError("cannot read config file %s: %s" % (path, exc.strerror)) from None
+        try:
+            if path.endswith(".toml"):
+                import tomllib
+                data = tomllib.loads(raw.decode())
+            else:
+                import yaml
+                data = yaml.safe_load(raw) or {}
+        except Exception as exc:
+            raise ConfigError("cannot parse config file %s: %s" % (path, exc)) from None
+        if not isinstance(data, dict):
+            raise ConfigError("config file %s must hold a mapping of settings" % path)
+        unknown = sorted(set(data) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError("unknown setting(s) in %s: %s (known: %s)" % (path, ", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+        cfg.update(data)
+    for env, key in ENV.items():
+        if os.environ.get(env):
+            cfg[key] = os.environ[env]
+    if not cfg["admin_token"] and cfg["admin_token_file"]:
+        try:
+            with open(cfg["admin_token_file"], encoding="utf-8") as fh:
+                cfg["admin_token"] = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError("cannot read admin_token_file %s: %s" % (cfg["admin_token_file"], exc.strerror)) from None
+    host, sep, port = str(cfg["listen"]).rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError("listen must be HOST:PORT, e.g. 0.0.0.0:8443 (got %r)" % cfg["listen"])
+    cfg["host"], cfg["port"] = host.strip("[]") or "0.0.0.0", int(port)
+    if bool(cfg["tls_cert"]) != bool(cfg["tls_key"]):
+        raise ConfigError("set both tls_cert and tls_key")
+    if not cfg["tls_cert"] and not cfg["insecure_http"]:
+        raise ConfigError("TLS is required: set tls_cert and tls_key (or insecure_http: true for a lab)")
+    if cfg["admin_token"] and len(cfg["admin_token"]) < 24:
+        raise ConfigError("admin_token is too short: use at least 24 random characters")
+    if not isinstance(cfg["target"], dict) or "driver" not in cfg["target"]:
+        raise ConfigError("target must be a mapping with a driver (tgt or lio)")
+    return cfg

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one service instance (own registry: tests run several instances)."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, service):
+        self.registry = CollectorRegistry()
+        self.ops = Counter("pvesan_operations_total", "Service operations by outcome",
+                           ["operation", "outcome"], registry=self.registry)
+        self.latency = Histogram("pvesan_operation_seconds", "Latency of service operations",
+                                 ["operation"], buckets=BUCKETS, registry=self.registry)
+        self.reconciles = Counter("pvesan_reconcile_runs_total", "Reconciler runs", ["reason"], registry=self.registry)
+        self.repairs = Counter("pvesan_reconcile_repairs_total", "Repairs made by the reconciler", ["kind"],
+                               registry=self.registry)
+        self.registry.register(_StateCollector(service))
+
+    @contextmanager
+    def measure(self, operation: str):
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.ops.labels(operation, outcome).inc()
+            self.latency.labels(operation).observe(time.perf_counter() - start)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector:
+    """Volumes, bytes and pool capacity, read at scrape time from the (cached) service state."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        vols = GaugeMetricFamily("pvesan_volumes", "Volumes per tenant", labels=["tenant"])
+        size = GaugeMetricFamily("pvesan_volume_provisioned_bytes", "Provisioned bytes per tenant", labels=["tenant"])
+        for row in self.service.usage_by_tenant():
+            vols.add_metric([row["tenant"]], row["volumes"])
+            size.add_metric([row["tenant"]], row["provisioned_bytes"])
+        cap = GaugeMetricFamily("pvesan_pool_bytes", "Pool capacity in bytes", labels=["pool", "kind"])
+        for pool in self.service.pool_capacities():
+            for kind in ("total", "used", "available"):
+                if pool.get(kind) is not None:
+                    cap.add_metric([pool["name"], kind], pool[kind])
+        up = GaugeMetricFamily("pvesan_target_up", "1 when the iSCSI target daemon answers")
+        up.add_metric([], 1 if self.service.target_up else 0)
+        yield vols
+        yield size
+        yield cap
+        yield up

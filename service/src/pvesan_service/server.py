@@ -1,0 +1,123 @@
+"""``pvesan-service``: run the API server (TLS, JSON logs, reconciler)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+import time
+
+from . import __version__, config as config_mod
+from .core import Service
+from .reconciler import Reconciler, reconcile
+from .store import Store, StoreError
+from .targets.base import make_target_driver
+
+log = logging.getLogger("pvesan.server")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what journald and log shippers parse without guessing."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+class JournaldHandler(logging.Handler):
+    """Native journald protocol over its datagram socket (no python-systemd needed)."""
+
+    PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+    def __init__(self, path: str = "/run/systemd/journal/socket"):
+        super().__init__()
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record).replace("\n", " ")
+            fields = ["MESSAGE=" + msg, "PRIORITY=%d" % self.PRIORITY.get(record.levelname, 6),
+                      "SYSLOG_IDENTIFIER=pvesan-service", "LOGGER=" + record.name]
+            self.sock.sendto("\n".join(fields).encode() + b"\n", self.path)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(cfg: dict) -> None:
+    handler = JournaldHandler() if cfg["log_target"] == "journald" else logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if cfg["log_format"] == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(str(cfg["log_level"]).upper())
+
+
+def build(cfg: dict) -> tuple[Service, Reconciler]:
+    """Store (migrated), target driver, service with the configured pools and service types."""
+    store = Store(cfg["database"], sqlite_synchronous=cfg["sqlite_synchronous"])
+    version = store.migrate()
+    log.info("database ready (schema version %d)", version)
+    tcfg = dict(cfg["target"])
+    driver = tcfg.pop("driver")
+    target = make_target_driver(driver, **tcfg)
+    service = Service(store, target, iqn_prefix=cfg["iqn_prefix"], portals=cfg["portals"],
+                      admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]))
+    for pool in cfg["pools"]:
+        service.create_pool(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True)
+    for st in cfg["service_types"]:
+        st = dict(st)
+        service.create_service_type(st.pop("name"), replace=True, **st)
+    return service, Reconciler(service, float(cfg["reconcile_interval"]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pvesan-service", description="pvesan volume/target service (REST API over HTTPS)")
+    ap.add_argument("-c", "--config", default=None, help="YAML or TOML config file (default: built-in defaults + env)")
+    ap.add_argument("--check-config", action="store_true", help="validate the config, migrate the database and exit")
+    ap.add_argument("--version", action="version", version=__version__)
+    args = ap.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print("pvesan-service: %s" % exc, file=sys.stderr)
+        return 2
+    setup_logging(cfg)
+    try:
+        service, reconciler = build(cfg)
+    except (StoreError, Exception) as exc:  # say what is wrong in one line, no traceback
+        log.error("start-up failed: %s", exc)
+        return 1
+    if args.check_config:
+        print("configuration OK")
+        return 0
+    try:
+        service.target_up = service.target.alive()
+        if service.target_up:
+            reconcile(service, "startup")
+        else:
+            log.error("iSCSI target is down at start-up; will reconcile when it comes up")
+    except Exception as exc:
+        log.exception("start-up reconcile failed (will retry when the target restarts): %s", exc)
+        service.target_up = False
+    reconciler.start()
+
+    import uvicorn
+    from .api import create_app
+    app = create_app(service, metrics_public=bool(cfg["metrics_public"]))
+    log.info("listening on %s:%d (%s)", cfg["host"], cfg["port"], "https" if cfg["tls_cert"] else "http")
+    try:
+        uvicorn.run(app, host=cfg["host"], port=cfg["port"], ssl_certfile=cfg["tls_cert"], ssl_keyfile=cfg["tls_key"],
+                    log_config=None, access_log=bool(cfg["access_log"]), timeout_graceful_shutdown=10)
+    finally:
+        reconciler.stop()
+        service.store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

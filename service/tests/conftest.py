@@ -1,0 +1,310 @@
+"""Shared fixtures of the service tests.
+
+Real things wherever they run here, each set up and torn down by its fixture:
+- ``xfs_dir``: a loop-mounted XFS made with reflink=1 (session), pools live in sub-directories;
+- ``tgtd_daemon``: a private tgtd on 127.0.0.1:<free port> with its own control port (``-C``);
+- ``postgres_url``: a private PostgreSQL server (initdb + pg_ctl as user postgres, unix socket);
+- ``server``: a real ``pvesan-service`` process over HTTPS (self-signed certificate) on all of them.
+``FakeTarget`` is an in-memory stand-in for the iSCSI target, used only by the API unit tests.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import pytest
+
+from pvesan_service.targets.base import Export, TargetDriver
+
+MiB = 1 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+IQN_PREFIX = "iqn.2026-11.org.pvesan.test"
+ADMIN_TOKEN = "admin-" + "x" * 40
+IS_ROOT = os.geteuid() == 0
+E2E_TOOLS = ("tgtd", "tgtadm", "qemu-io", "iscsi-readcapacity16", "mkfs.xfs", "openssl")
+needs_e2e = pytest.mark.skipif(not IS_ROOT or not all(shutil.which(t) for t in E2E_TOOLS),
+                               reason="needs root, tgt, qemu-utils, libiscsi-bin, xfsprogs, openssl")
+needs_xfs = pytest.mark.skipif(not IS_ROOT or not shutil.which("mkfs.xfs"), reason="needs root and mkfs.xfs")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=30.0, step=0.05, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+# ------------------------------------------------------------------------------- fakes (unit tests)
+class FakeTarget(TargetDriver):
+    """In-memory target for API unit tests (the real tgt driver runs in the e2e tests)."""
+
+    kind = "fake"
+
+    def __init__(self):
+        self.exports: dict[str, Export] = {}
+        self.up = True
+        self.generation = 1
+        self.calls: list[tuple] = []
+
+    def export(self, export):
+        self.calls.append(("export", export.iqn))
+        self.exports[export.iqn] = replace(export)
+
+    def unexport(self, iqn):
+        self.calls.append(("unexport", iqn))
+        self.exports.pop(iqn, None)
+
+    def list_exports(self):
+        return dict(self.exports)
+
+    def refresh_size(self, iqn):
+        self.calls.append(("refresh", iqn))
+
+    def alive(self):
+        return self.up
+
+    def restart(self):
+        self.exports.clear()
+        self.generation += 1
+
+
+# ------------------------------------------------------------------------------- real XFS
+@pytest.fixture(scope="session")
+def xfs_dir():
+    """A loop-mounted XFS with reflink (removed at the end of the session)."""
+    if not IS_ROOT or not shutil.which("mkfs.xfs"):
+        pytest.skip("needs root and mkfs.xfs")
+    top = tempfile.mkdtemp(prefix="pvesan-core-xfs-")
+    image, mnt = os.path.join(top, "fs.img"), os.path.join(top, "mnt")
+    os.mkdir(mnt)
+    subprocess.run(["truncate", "-s", "8G", image], check=True)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True)
+    subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", mnt], check=False)  # mount -o loop frees the loop device
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def pool_dir(xfs_dir):
+    path = tempfile.mkdtemp(dir=xfs_dir, prefix="pool-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- real tgtd
+class Tgtd:
+    """A private tgtd: ``tgtd -f -C <control> --iscsi portal=127.0.0.1:<port>``."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.control = 30000 + self.port % 20000  # away from a system tgtd (0) and other tests
+        self.proc = None
+
+    def tgtadm(self, *args, check=True):
+        return subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],
+                              capture_output=True, text=True, check=check)
+
+    def start(self):
+        self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.port],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.tgtadm("--mode", "system", "--op", "show", check=False).returncode == 0,
+                   what="tgtd to start")
+
+    def kill(self):
+        """Crash it: tgtd keeps no state, so every target is gone."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def targets(self) -> list[str]:
+        out = self.tgtadm("--mode", "target", "--op", "show").stdout
+        return [line.split()[2] for line in out.splitlines() if line.startswith("Target ")]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            out = self.tgtadm("--mode", "target", "--op", "show", check=False).stdout
+            for line in out.splitlines():
+                if line.startswith("Target "):
+                    self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid",
+                                line.split()[1].rstrip(":"), check=False)
+            self.tgtadm("--mode", "system", "--op", "delete", check=False)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for suffix in ("", ".lock"):
+            path = "/var/run/tgtd/socket.%d%s" % (self.control, suffix)
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.fixture(scope="module")
+def tgtd_daemon():
+    if not IS_ROOT or not shutil.which("tgtd"):
+        pytest.skip("needs root and tgt")
+    daemon = Tgtd()
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+# ------------------------------------------------------------------------------- real PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A private PostgreSQL 15 server on a unix socket in a temp dir, run as user postgres."""
+    bindir = "/usr/lib/postgresql/15/bin"
+    if not IS_ROOT or not os.path.exists(bindir + "/initdb"):
+        pytest.skip("needs root and postgresql-15")
+    top = tempfile.mkdtemp(prefix="pvesan-pg-")
+    os.chmod(top, 0o755)
+    data, sock = os.path.join(top, "data"), os.path.join(top, "sock")
+    os.mkdir(sock)
+    shutil.chown(top, "postgres", "postgres")
+    shutil.chown(sock, "postgres", "postgres")
+
+    def as_pg(*argv, check=True):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, check=check)
+
+    as_pg(bindir + "/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    port = free_port()
+    as_pg(bindir + "/pg_ctl", "-D", data, "-w", "-l", os.path.join(top, "log"), "start", "-o",
+          "-k %s -p %d -c listen_addresses='' -c fsync=off -c max_connections=100" % (sock, port))
+    as_pg(bindir + "/createdb", "-h", sock, "-p", str(port), "pvesan")
+    try:
+        yield "postgresql://postgres@/pvesan?host=%s&port=%d" % (sock, port)
+    finally:
+        as_pg(bindir + "/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres_url):
+    """A fresh, empty database on the session's server."""
+    import psycopg
+    name = "t%d" % int(time.monotonic_ns() % 10**12)
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    admin.execute("CREATE DATABASE %s" % name)
+    url = postgres_url.replace("/pvesan?", "/%s?" % name)
+    yield url
+    admin.execute("DROP DATABASE %s WITH (FORCE)" % name)
+    admin.close()
+
+
+# ------------------------------------------------------------------------------- the real server
+@pytest.fixture(scope="session")
+def tls_cert():
+    top = tempfile.mkdtemp(prefix="pvesan-tls-")
+    cert, key = os.path.join(top, "cert.pem"), os.path.join(top, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=pvesan-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    yield cert, key
+    shutil.rmtree(top, ignore_errors=True)
+
+
+class Server:
+    """One ``pvesan-service`` process (restartable, killable) with its config and CLI helper."""
+
+    def __init__(self, workdir, tgtd, pool_path, tls, database=None, extra=None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.cert, self.key = tls
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.tgtd = tgtd
+        self.config = os.path.join(workdir, "pvesan.yml")
+        self.log = os.path.join(workdir, "server.log")
+        import yaml
+        cfg = {
+            "listen": "127.0.0.1:%d" % self.port, "tls_cert": self.cert, "tls_key": self.key,
+            "database": database or "sqlite:///" + os.path.join(workdir, "state.db"),
+            "admin_token": ADMIN_TOKEN, "iqn_prefix": IQN_PREFIX, "portals": ["127.0.0.1:%d" % tgtd.port],
+            "target": {"driver": "tgt", "control_port": tgtd.control},
+            "pools": [{"name": "xfs", "kind": "file", "tags": ["ssd"], "options": {"path": pool_path}}],
+            "service_types": [{"name": "gold", "pool_tags": ["ssd"], "default": True}],
+            "reconcile_interval": 0.5, "access_log": False, "metrics_public": False,
+        }
+        cfg.update(extra or {})
+        with open(self.config, "w") as fh:
+            yaml.safe_dump(cfg, fh)
+        self.proc = None
+
+    def start(self):
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pvesan_service.server", "-c", self.config],
+                                     stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        wait_until(self._up, timeout=60, what="pvesan-service on %s (log %s)" % (self.url, self.log))
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("pvesan-service exited with %s:\n%s" % (self.proc.returncode, open(self.log).read()[-3000:]))
+        try:
+            return self.client(ADMIN_TOKEN).get("/healthz").status_code == 200
+        except Exception:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def client(self, token=None, timeout=60):
+        import httpx
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        return httpx.Client(base_url=self.url, verify=self.cert, headers=headers, timeout=timeout)
+
+    def cli(self, *args, token=None, json_out=True, env_extra=None):
+        env = dict(os.environ, PVESAN_API_URL=self.url, PVESAN_TOKEN=token or ADMIN_TOKEN, PVESAN_CA=self.cert)
+        env.update(env_extra or {})
+        argv = [sys.executable, "-m", "pvesan_service.cli"] + (["--json"] if json_out else []) + list(args)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server_factory(tgtd_daemon, xfs_dir, tls_cert, tmp_path_factory):
+    """Make servers on the module's tgtd; every server and its pool directory is cleaned up."""
+    if not all(shutil.which(t) for t in E2E_TOOLS):
+        pytest.skip("needs " + ", ".join(E2E_TOOLS))
+    made = []
+
+    def make(**kw):
+        workdir = str(tmp_path_factory.mktemp("srv"))
+        pool = tempfile.mkdtemp(dir=xfs_dir, prefix="pool-")
+        srv = Server(workdir, tgtd_daemon, pool, tls_cert, **kw)
+        srv.pool_path = pool
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.stop()
+        shutil.rmtree(srv.pool_path, ignore_errors=True)
+    for iqn in tgtd_daemon.targets():  # nothing of ours may stay exported
+        tid = [line.split()[1].rstrip(":") for line in tgtd_daemon.tgtadm("--mode", "target", "--op", "show").stdout.splitlines()
+               if line.startswith("Target ") and line.split()[2] == iqn]
+        for t in tid:
+            tgtd_daemon.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", t, check=False)
