@@ -13,33 +13,34 @@ module: pve_storage
 short_description: Manage one storage definition in Proxmox VE's /etc/pve/storage.cfg
 version_added: 0.1.0
 description:
-  - Adds, updates or removes one storage (C(<type>: <id>) section) in C(storage.cfg), the file that
+  - Adds, updates or removes one storage (one section) in C(storage.cfg), the file that
     Proxmox VE shares between all nodes of a cluster, for every storage type of Proxmox VE 8
     (C(dir), C(nfs), C(cifs), C(pbs), C(glusterfs), C(zfspool), C(lvm), C(lvmthin), C(iscsi),
     C(iscsidirect), C(rbd), C(cephfs), C(btrfs), C(zfs) = ZFS over iSCSI, C(esxi)) and for C(pvesan),
     the storage type of this collection's Proxmox plugin.
   - Everything is validated before the file is touched, with Proxmox's own rules (read from
-    pve-storage and pve-common): property names and types per storage type, content types,
+    pve-storage and pve-common) - property names and types per storage type, content types,
     the storage ID, required properties. A property Proxmox fixes at creation (for example
     C(vgname), C(pool), C(path), C(server), C(export), C(portal), C(target)) cannot be changed.
   - Edits take the cluster lock Proxmox itself takes (C(priv/lock/file-storage_cfg), created with
     mkdir; 10 s to acquire, stale after 120 s, work aborted after 60 s) plus a node-local lock,
     re-read the file under the lock, and replace it atomically (temp file + rename). Other sections
     keep their exact bytes; the changed section is written in Proxmox's canonical form.
-  - Secrets are never written to C(storage.cfg); they go where Proxmox keeps them (mode 0600):
+  - Secrets are never written to C(storage.cfg); they go where Proxmox keeps them (mode 0600),
     C(priv/storage/<id>.pw) (cifs, pbs, esxi passwords, pvesan C(auth_token)),
     C(priv/storage/<id>.enc) (pbs encryption key), C(priv/ceph/<id>.keyring) (rbd),
     C(priv/ceph/<id>.secret) (cephfs). Removing a storage removes its secret files.
   - This module edits files only; it does not mount, log in or activate anything, and it works on
     nodes without C(pvesm) (use I(config_root) to point it at any directory).
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 attributes:
   check_mode:
     support: full
+    description: Reads the files without taking the lock and reports what would change.
   diff_mode:
     support: full
-    details: Shows the section text before and after; secret files are listed, never shown.
+    description: Shows the section text before and after; secret files are listed, never shown.
 options:
   name:
     description:

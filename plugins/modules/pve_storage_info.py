@@ -20,11 +20,11 @@ description:
   - Fails with the line number when the file is malformed (CRLF line endings, a header without an
     empty line before it, a value Proxmox would reject, a duplicate ID, ...).
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 attributes:
   check_mode:
     support: full
-    details: This module only reads.
+    description: This module only reads.
 options:
   name:
     description:

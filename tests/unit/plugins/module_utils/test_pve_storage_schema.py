@@ -45,7 +45,7 @@ def test_every_admin_guide_type_has_a_schema():
 @pytest.mark.parametrize('stype', sorted(VALID))
 def test_valid_storage_of_every_type_round_trips(stype):
     props = desired_props(stype, 'store-1', VALID[stype])
-    _, section = plan_present(StorageConfig.parse(''), 'store-1', stype, props)
+    section = plan_present(StorageConfig.parse(''), 'store-1', stype, props)[1]
     text = format_section(section) + '\n'
     parsed = StorageConfig.parse(text)
     assert parsed.get('store-1').props == section.props
@@ -114,11 +114,11 @@ def test_missing_required_property_is_named(stype):
 
 def test_create_defaults():
     cfg = StorageConfig.parse('')
-    _, nfs = plan_present(cfg, 'iso', 'nfs', desired_props('nfs', 'iso', VALID['nfs']))
+    nfs = plan_present(cfg, 'iso', 'nfs', desired_props('nfs', 'iso', VALID['nfs']))[1]
     assert nfs.props['path'] == '/mnt/pve/iso'
-    _, san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', VALID['pvesan']))
+    san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', VALID['pvesan']))[1]
     assert san.props['shared'] is True
-    _, san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', dict(VALID['pvesan'], shared=False)))
+    san = plan_present(cfg, 'san', 'pvesan', desired_props('pvesan', 'san', dict(VALID['pvesan'], shared=False)))[1]
     assert san.props['shared'] is False
 
 
@@ -129,7 +129,7 @@ def test_create_defaults():
 ])
 def test_fixed_properties_cannot_change(stype, key, value):
     cfg = StorageConfig.parse('')
-    _, section = plan_present(cfg, 's1', stype, desired_props(stype, 's1', VALID[stype]))
+    section = plan_present(cfg, 's1', stype, desired_props(stype, 's1', VALID[stype]))[1]
     cfg.set(section)
     cfg = StorageConfig.parse(cfg.render())
     with pytest.raises(SchemaError) as e:
@@ -160,7 +160,7 @@ def test_pvesan_property_names_do_not_collide_with_builtin_plugins():
 
 def test_section_equality_ignores_list_order():
     cfg = StorageConfig.parse('lvm: v1\n\tvgname vg\n\tcontent rootdir,images\n\tnodes b,a\n')
-    old, new = plan_present(cfg, 'v1', 'lvm', desired_props('lvm', 'v1', {'content': ['images', 'rootdir'],
-                                                                           'nodes': 'a, b'}))
+    props = desired_props('lvm', 'v1', {'content': ['images', 'rootdir'], 'nodes': 'a, b'})
+    old, new = plan_present(cfg, 'v1', 'lvm', props)
     assert new is old
     assert isinstance(new, Section)

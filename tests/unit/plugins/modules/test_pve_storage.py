@@ -61,7 +61,8 @@ def test_create_then_idempotent(root, capsys):
                '\tcontent iso,vztmpl\n\toptions vers=3,soft\n')
     assert res['section'] == section
     assert cfg_text(root) == DEFAULT_CFG + section + '\n'
-    res = run(pve_storage, capsys, **dict(args, content=['vztmpl', 'iso']))
+    args['content'] = ['vztmpl', 'iso']
+    res = run(pve_storage, capsys, **args)
     assert not res['changed']
     assert cfg_text(root) == DEFAULT_CFG + section + '\n'
     assert os.listdir(os.path.join(root, 'priv', 'lock')) == []
@@ -141,7 +142,8 @@ def test_pvesan_secret_goes_to_priv_and_restart_is_flagged(root, capsys):
             '\tshared 1\n\tssl_verify_peer 0\n\ttransport_encryption tls\n') in text
     res = run(pve_storage, capsys, **args)
     assert not res['changed'] and not res['restart_needed']
-    res = run(pve_storage, capsys, **dict(args, auth_token='new-token'))
+    args['auth_token'] = 'new-token'
+    res = run(pve_storage, capsys, **args)
     assert res['changed'] and res['secrets_changed'] == [pw] and cfg_text(root) == text
     # info: secret file reported, never its content
     info = run(pve_storage_info, capsys, config_root=root)
