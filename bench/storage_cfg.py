@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark: what pve_storage does to storage.cfg (parse + validate + modify one storage +
 render + atomic write) for files of 100, 1,000 and 10,000 storages, against a plain
@@ -61,7 +60,7 @@ def baseline_parse(text):
             cur = None
         elif line[0] in ' \t':
             if cur is not None:
-                key, _, value = line.strip().partition(' ')
+                key, value = (line.strip().split(None, 1) + [''])[:2]
                 cur[key] = value
         else:
             m = HEADER.match(line)
@@ -75,14 +74,13 @@ def module_work(text, n):
     cfg = StorageConfig.parse(text)
     sid = 'san%d' % (3 if n > 4 else 0)
     props = desired_props('pvesan', sid, {'api_url': 'https://10.89.1.10:8443/api', 'multipath': False})
-    old, new = plan_present(cfg, sid, 'pvesan', props)
-    cfg.set(new)
+    cfg.set(plan_present(cfg, sid, 'pvesan', props)[1])
     return cfg
 
 
 def timed(fn, repeat):
     samples = []
-    for _ in range(repeat):
+    for dummy in range(repeat):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
@@ -90,7 +88,7 @@ def timed(fn, repeat):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--repeat', type=int, default=7)
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix='bench-storage-cfg-')
@@ -112,15 +110,15 @@ def main():
         os.rmdir(tmp)
 
     print('storage.cfg benchmark (median of runs; ratios against the plain parse-only baseline of the same run)')
-    print('%8s %9s %12s %14s %10s %16s %10s %14s' % ('storages', 'bytes', 'baseline ms', 'parse+mod+render', 'x base',
-                                                   '+atomic write ms', 'x base', 'us/storage'))
+    print('%8s %9s %12s %14s %10s %16s %10s %14s' % (
+        'storages', 'bytes', 'baseline ms', 'parse+mod+render', 'x base', '+atomic write ms', 'x base', 'us/storage'))
     for n, size, base, work, full in rows:
         print('%8d %9d %12.2f %14.2f ms %9.1fx %16.2f %9.1fx %14.1f' % (
             n, size, base * 1e3, work * 1e3, work / base, full * 1e3, full / base, full / n * 1e6))
-    per = dict((n, full / n) for n, _, _, _, full in rows)
+    per = dict((row[0], row[4] / row[0]) for row in rows)
     print('linearity: per-storage time 10,000 vs 1,000 = %.2f (1.0 = linear), 1,000 vs 100 = %.2f'
           % (per[10000] / per[1000], per[1000] / per[100]))
-    t1000 = dict((n, full) for n, _, _, _, full in rows)[1000]
+    t1000 = dict((row[0], row[4]) for row in rows)[1000]
     print('target: module work for 1,000 storages %.1f ms (< 100 ms: %s)' % (t1000 * 1e3, 'met' if t1000 < 0.1 else 'NOT met'))
 
 

@@ -319,8 +319,6 @@ def desired_props(stype, sid, props):
             raise SchemaError("property '%s' is not valid for storage type '%s'%s; valid: %s"
                               % (key, stype, hint, ', '.join(sorted(k for k in tdef.options if k not in SECRET_PROPS))))
         out[key] = coerce_value(stype, key, value)
-    if out.get('disable') is False:
-        del out['disable']  # Proxmox never writes 'disable 0'
     if sid == 'local' and (stype != 'dir' or out.get('path', '/var/lib/vz') != '/var/lib/vz' or 'nodes' in out):
         raise SchemaError("storage 'local' must be type dir with path /var/lib/vz and no nodes: Proxmox "
                           "forces it so (PVE::Storage::Plugin::parse_config)")
@@ -342,6 +340,8 @@ def plan_present(cfg, sid, stype, props, purge=False):
             new_props['path'] = '/mnt/pve/%s' % sid  # what check_config does on create
         if tdef.custom and 'shared' not in new_props:
             new_props['shared'] = True
+        if new_props.get('disable') is False:
+            del new_props['disable']  # Proxmox never writes 'disable 0'
         missing = [k for k in tdef.required() if k not in new_props and k not in SECRET_PROPS]
         if missing:
             raise SchemaError("storage type '%s' requires %s" % (stype, ', '.join(missing)))

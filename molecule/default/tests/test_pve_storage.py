@@ -43,7 +43,7 @@ def sections(text):
     result, current = {}, None
     for line in text.split("\n"):
         if line and not line[0].isspace() and not line.startswith("#"):
-            stype, _, sid = line.partition(":")
+            stype, sid = line.split(":", 1)
             current = sid.strip()
             result[current] = (stype.strip(), [])
         elif line.strip() and current and not line.lstrip().startswith("#"):

@@ -89,6 +89,17 @@ def test_purge_drops_undeclared_but_keeps_required(root, capsys):
     assert not run(pve_storage, capsys, name='d1', type='dir', config_root=root, content=['iso'], purge=True)['changed']
 
 
+def test_disable_is_a_bare_key_and_false_removes_it(root, capsys):
+    res = run(pve_storage, capsys, name='local-lvm', config_root=root, disable=True)
+    assert res['changed'] and res['section'] == 'lvmthin: local-lvm\n\tdisable\n\tthinpool data\n\tvgname pve\n\tcontent images,rootdir\n'
+    assert not run(pve_storage, capsys, name='local-lvm', config_root=root, disable=True)['changed']
+    res = run(pve_storage, capsys, name='local-lvm', config_root=root, disable=False)
+    assert res['changed'] and 'disable' not in cfg_text(root)
+    assert not run(pve_storage, capsys, name='local-lvm', config_root=root, disable=False)['changed']
+    res = run(pve_storage, capsys, name='d2', type='dir', config_root=root, disable=False, options={'path': '/d2'})
+    assert res['section'] == 'dir: d2\n\tpath /d2\n'
+
+
 def test_fixed_property_change_fails_and_file_is_untouched(root, capsys):
     res = run(pve_storage, capsys, name='local-lvm', type='lvmthin', config_root=root, options={'vgname': 'other'})
     assert res['failed']
