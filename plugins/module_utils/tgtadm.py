@@ -17,7 +17,9 @@ Declarative API: one target is a plain dict::
      "chap": {"user": "alice", "password": None},                      # None = no CHAP
      "mutual_chap": {"user": "tgtout", "password": None},              # outgoing (mutual) CHAP
      "portals": ["127.0.0.1:3260"],                                     # tgtd-wide, read-only
-     "attributes": {}}                                                  # target params (see below)
+     "attributes": {},                                                  # target params (see below)
+     "allow_all": False,            # read only: an ALL rule is bound (apply binds it for initiators=[])
+     "sessions": [{"id": 4, "initiator": "iqn...", "addresses": ["127.0.0.1"]}]}   # read only
 
 - ``read_targets(tgtadm)`` returns ``{iqn: dict}`` for every target (one ``--op show`` call).
 - ``apply_target(tgtadm, desired, current=None)`` creates or updates one target in place and
@@ -35,6 +37,7 @@ __metaclass__ = type  # pylint: disable=invalid-name
 
 import os
 import re
+import socket
 import subprocess
 
 # Mode page 8 (caching) with WCE cleared, as tgt-admin sets it for "write-cache off".
@@ -86,7 +89,7 @@ class Tgtadm(object):
         rc, out, err = self._run(argv)
         if kwargs.get("check", True) and rc != 0:
             msg = (err or out).strip().replace("tgtadm: ", "")
-            raise TgtadmError("%s: %s" % (" ".join(argv[5:]), msg or "rc=%s" % rc), rc=rc, stderr=err)
+            raise TgtadmError("%s: %s" % (_redact(argv[5:]), msg or "rc=%s" % rc), rc=rc, stderr=err)
         return rc, out, err
 
     # --- reads ---------------------------------------------------------------------------------
@@ -176,6 +179,11 @@ class Tgtadm(object):
         return "re-created"
 
 
+def _redact(args):
+    """The command line for messages, without the CHAP password."""
+    return " ".join("********" if i and args[i - 1] == "--password" else a for i, a in enumerate(args))
+
+
 def _acl_args(initiator):
     if initiator.startswith(("iqn.", "eui.", "naa.")):
         return ["--initiator-name", initiator]
@@ -194,7 +202,7 @@ def parse_show(text):
         m = _TARGET_RE.match(line)
         if m:
             target = {"iqn": m.group(2), "tid": int(m.group(1)), "luns": [], "initiators": [], "chap": None,
-                      "mutual_chap": None, "portals": [], "attributes": {}, "allow_all": False, "sessions": 0}
+                      "mutual_chap": None, "portals": [], "attributes": {}, "allow_all": False, "sessions": []}
             targets.append(target)
             section = lun = None
             continue
@@ -248,8 +256,14 @@ def parse_show(text):
                 target["allow_all"] = True
             else:
                 target["initiators"].append(line.strip())
-        elif section == "I_T nexus information" and line.strip().startswith("I_T nexus:"):
-            target["sessions"] += 1
+        elif section == "I_T nexus information":
+            key, _, value = line.strip().partition(": ")
+            if key == "I_T nexus":
+                target["sessions"].append({"id": int(value), "initiator": None, "addresses": []})
+            elif key == "Initiator" and target["sessions"]:
+                target["sessions"][-1]["initiator"] = value.split(" alias:")[0]
+            elif key == "IP Address" and target["sessions"]:
+                target["sessions"][-1]["addresses"].append(value)
     return targets
 
 
@@ -373,9 +387,14 @@ def remove_target(tgtadm, current):
 
 def tgtd_identity(tgtadm):
     """An id of the running tgtd (inode and ctime of its management socket), or None when it is
-    not running.  It changes on every tgtd restart, which loses every target."""
+    not running (nothing accepts on the socket).  It changes on every tgtd restart, which loses
+    every target.  Costs a stat and a connect, not a ``--op show``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         st = os.stat(tgtadm.socket_path)
+        sock.connect(tgtadm.socket_path)  # a dead tgtd leaves its socket file behind
     except OSError:
         return None
+    finally:
+        sock.close()
     return (st.st_ino, st.st_ctime_ns)
