@@ -126,6 +126,9 @@ options:
     type: int
     default: 10
 notes:
+  - On a real Proxmox VE node (C(pvesm) present) the module warns when a C(pvesan) storage is declared but
+    C(PVE/Storage/Custom/PVESANPlugin.pm) is not installed, because Proxmox drops sections of unknown
+    types whenever it rewrites C(storage.cfg).
   - Proxmox writes C(content) and C(nodes) in hash order; this module writes them sorted and compares
     them as sets, so a reordered list is not a change.
   - Comments inside the changed section are dropped, as Proxmox drops all comments when it writes
@@ -259,6 +262,8 @@ from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg imp
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import TYPES, SchemaError
 
 SECRET_OPTIONS = ('password', 'keyring', 'encryption_key', 'auth_token')
+PVESM = '/usr/sbin/pvesm'
+PVESAN_PLUGIN = '/usr/share/perl5/PVE/Storage/Custom/PVESANPlugin.pm'
 
 
 def plan(module, store):
@@ -306,6 +311,10 @@ def plan(module, store):
     old, new = plan_present(cfg, name, stype, props, purge=p['purge'])
     if new is not old:
         cfg.set(new)
+    if tdef.custom and os.path.exists(PVESM) and not os.path.exists(PVESAN_PLUGIN):
+        module.warn("%s is missing on this node: Proxmox drops sections of unknown types ('unsupported type') "
+                    "whenever it rewrites storage.cfg, so install the plugin (role pvesan.storage.pve_host) on "
+                    "every node before relying on storage '%s'" % (PVESAN_PLUGIN, name))
     result['new'] = new
     # secrets: write only what differs; with purge drop the ones not given
     result['secrets'] = dict((path, content) for path, content in result['secrets'].items()

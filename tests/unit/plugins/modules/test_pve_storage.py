@@ -218,3 +218,13 @@ def test_info_single_storage_and_redaction(root, capsys):
     assert info['storages']['c2']['password'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
     assert info['storages']['c2']['path'] == '/mnt/pve/c2'
     assert run(pve_storage_info, capsys, config_root=root, name='nope')['storages'] == {}
+
+
+def test_warns_when_the_pvesan_plugin_is_missing_on_a_real_node(root, capsys, monkeypatch, tmp_path):
+    pvesm = tmp_path / 'pvesm'
+    pvesm.write_text('')
+    monkeypatch.setattr(pve_storage, 'PVESM', str(pvesm))
+    monkeypatch.setattr(pve_storage, 'PVESAN_PLUGIN', str(tmp_path / 'PVESANPlugin.pm'))
+    args = dict(name='san1', type='pvesan', config_root=root, options={'api_url': 'https://10.89.1.10:8443/api'})
+    res = run(pve_storage, capsys, **args)
+    assert 'PVESANPlugin.pm is missing' in str(res['warnings']), res['warnings']
