@@ -64,6 +64,12 @@ class TargetDriver(abc.ABC):
     def refresh_size(self, iqn: str) -> None:
         """Make initiators see the grown size of the backing store."""
 
+    @property
+    def generation(self):
+        """Id of the target instance last seen by ``alive()``; it changes when the target daemon
+        restarted and lost its exports (so the reconciler re-applies them).  None: cannot tell."""
+        return None
+
     @abc.abstractmethod
     def alive(self) -> bool:
         """True when the target daemon/kernel target is up.  A driver that notices a restart

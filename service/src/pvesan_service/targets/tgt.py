@@ -36,6 +36,7 @@ class TgtDriver(TargetDriver):
         self.product = product
         self._lock = threading.RLock()
         self._identity = None
+        self._generation = None
         self._targets: Optional[dict[str, dict]] = None  # iqn -> target dict as tgtd has it
         self._passwords: dict[str, str] = {}  # CHAP user -> password set in this tgtd instance
 
@@ -192,11 +193,17 @@ class TgtDriver(TargetDriver):
                 self._targets = None
                 raise TargetError("size refresh of %s failed: %s" % (iqn, exc)) from exc
 
+    @property
+    def generation(self):
+        """Changes when tgtd restarted (seen by ``alive``): the reconciler re-applies then."""
+        return self._generation
+
     def alive(self) -> bool:
         with self._lock:
             identity = tgtlib.tgtd_identity(self.tgt)
             if identity is None:
                 return False
+            self._generation = identity
             if identity != self._identity:
                 self._targets = None  # restarted: every target is gone, reload on next use
             rc = self.tgt.cmd("--mode", "system", "--op", "show", check=False)[0]
