@@ -229,6 +229,7 @@ def write_atomic(module, path, content, mode):
             f.write(content)
         os.chmod(tmp, mode)
         module.atomic_move(tmp, path)
+        os.chmod(path, mode)  # atomic_move gives a new file the umask's mode
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
