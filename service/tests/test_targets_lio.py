@@ -1,0 +1,103 @@
+"""lio driver against an in-memory fake of rtslib-fb (fixtures/targets/fake_rtslib.py).
+
+PENDING: the run against a real kernel target (target_core_mod + iscsi_target_mod, configfs) with
+libiscsi clients, as test_targets_tgt.py does for tgt; this build host's kernel has no LIO."""
+import os
+import sys
+
+import pytest
+
+from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures", "targets"))
+import fake_rtslib  # noqa: E402  pylint: disable=wrong-import-position
+
+PREFIX = "iqn.2026-11.io.pvesan:t1."
+
+
+@pytest.fixture
+def lio(monkeypatch, tmp_path):
+    fake_rtslib.install(monkeypatch)
+    configfs = tmp_path / "configfs"
+    configfs.mkdir()
+    return make_target_driver("lio", iqn_prefix=PREFIX, portals=["127.0.0.1:3260"], configfs=str(configfs))
+
+
+@pytest.fixture
+def vol(tmp_path):
+    path = tmp_path / "v.img"
+    path.write_bytes(b"")
+    os.truncate(path, 1024 * 1024)
+    return str(path)
+
+
+def test_export_demo_mode_with_chap_and_read_back(lio, vol):
+    exp = Export(iqn=PREFIX + "v-1", lun=1, backing_path=vol, serial="v1", chap=Chap("u", "pw-123456789", "m", "mpw-12345678"))
+    lio.export(exp)
+    lio.export(exp)  # idempotent
+    target = fake_rtslib.STATE["targets"][PREFIX + "v-1"]
+    tpg = next(target.tpgs)
+    assert tpg.enable and tpg.get_attribute("generate_node_acls") == "1" and tpg.get_attribute("authentication") == "1"
+    assert (tpg.chap_userid, tpg.chap_password, tpg.chap_mutual_userid) == ("u", "pw-123456789", "m")
+    assert [(p.ip_address, p.port) for p in tpg.network_portals] == [("127.0.0.1", 3260)]
+    assert [(lu.lun, lu.storage_object.plugin, lu.storage_object.wwn) for lu in tpg.luns] == [(1, "fileio", "v1")]
+    seen = lio.list_exports()[PREFIX + "v-1"]
+    assert (seen.backing_path, seen.serial, seen.lun, seen.initiators, seen.readonly) == (vol, "v1", 1, [], False)
+    assert seen.chap == Chap("u", "pw-123456789", "m", "mpw-12345678")  # LIO reads passwords back
+    assert len(fake_rtslib.STATE["storage"]) == 1
+
+
+def test_acl_mode_readonly_and_update_in_place(lio, vol):
+    iqn = PREFIX + "v-2"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="v2", initiators=["iqn.2026-11.io.example:pve1"],
+                      chap=Chap("u", "pw-123456789"), readonly=True))
+    tpg = next(fake_rtslib.STATE["targets"][iqn].tpgs)
+    acl = next(tpg.node_acls)
+    assert tpg.get_attribute("generate_node_acls") == "0" and tpg.chap_userid == ""
+    assert (acl.node_wwn, acl.chap_userid, [m.write_protect for m in acl.mapped_luns]) == ("iqn.2026-11.io.example:pve1", "u", [True])
+    assert lio.list_exports()[iqn].readonly is True
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="v2", initiators=["iqn.2026-11.io.example:pve2"]))
+    assert [a.node_wwn for a in tpg.node_acls] == ["iqn.2026-11.io.example:pve2"]
+    assert [m.write_protect for m in next(tpg.node_acls).mapped_luns] == [False]
+    assert tpg.get_attribute("authentication") == "0"
+    with pytest.raises(TargetError, match="initiator names"):
+        lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="v2", initiators=["10.0.0.1"]))
+
+
+def test_unexport_removes_target_and_storage_object(lio, vol):
+    lio.export(Export(iqn=PREFIX + "v-3", lun=1, backing_path=vol, serial="v3"))
+    lio.unexport(PREFIX + "v-3")
+    lio.unexport(PREFIX + "v-3")
+    assert fake_rtslib.STATE == {"targets": {}, "storage": {}}
+
+
+def test_refresh_size_recreates_fileio_with_new_size(lio, vol):
+    lio.export(Export(iqn=PREFIX + "v-4", lun=1, backing_path=vol, serial="v4", chap=Chap("u", "pw-123456789")))
+    os.truncate(vol, 4 * 1024 * 1024)
+    lio.refresh_size(PREFIX + "v-4")
+    so = next(iter(fake_rtslib.STATE["storage"].values()))
+    assert so.size == 4 * 1024 * 1024 and so.wwn == "v4"
+    assert lio.list_exports()[PREFIX + "v-4"].chap.password == "pw-123456789"
+    with pytest.raises(TargetError, match="does not exist"):
+        lio.refresh_size(PREFIX + "nope")
+
+
+def test_foreign_targets_filtered_and_alive(lio, vol, monkeypatch, tmp_path):
+    fake_rtslib.Target(fake_rtslib.FabricModule("iscsi"), "iqn.2001-04.com.example:other", mode="create")
+    lio.export(Export(iqn=PREFIX + "v-5", lun=1, backing_path=vol, serial="v5"))
+    assert list(lio.list_exports()) == [PREFIX + "v-5"]
+    assert lio.alive() is True
+    assert make_target_driver("lio", configfs=str(tmp_path / "absent")).alive() is False
+    with pytest.raises(TargetError, match="LUN 1"):
+        lio.export(Export(iqn=PREFIX + "v-6", lun=0, backing_path=vol, serial="v6"))
+    with pytest.raises(TargetError, match="backing store"):
+        lio.export(Export(iqn=PREFIX + "v-7", lun=1, backing_path=str(tmp_path / "missing.img"), serial="v7"))
+    assert PREFIX + "v-7" not in fake_rtslib.STATE["targets"]  # nothing half-made left
+
+
+def test_missing_rtslib_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "rtslib_fb", None)  # import fails
+    drv = make_target_driver("lio", configfs=str(tmp_path))
+    with pytest.raises(TargetError, match="python3-rtslib-fb"):
+        drv.list_exports()
+    assert drv.alive() is False
