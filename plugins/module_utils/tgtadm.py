@@ -169,7 +169,7 @@ class Tgtadm(object):
         """Create the account, or re-create it when it exists: tgtd can neither change nor show a
         password.  Re-creating unbinds the account from every target; the caller re-binds
         (``apply_target`` does, given ``all_targets``).  Returns "created" or "re-created"."""
-        rc, _, err = self.cmd("--mode", "account", "--op", "new", "--user", user, "--password", password, check=False)
+        rc, dummy, err = self.cmd("--mode", "account", "--op", "new", "--user", user, "--password", password, check=False)
         if rc == 0:
             return "created"
         if "already exists" not in err:
@@ -257,7 +257,7 @@ def parse_show(text):
             else:
                 target["initiators"].append(line.strip())
         elif section == "I_T nexus information":
-            key, _, value = line.strip().partition(": ")
+            key, dummy, value = line.strip().partition(": ")
             if key == "I_T nexus":
                 target["sessions"].append({"id": int(value), "initiator": None, "addresses": []})
             elif key == "Initiator" and target["sessions"]:

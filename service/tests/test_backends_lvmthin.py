@@ -35,10 +35,10 @@ def test_check_and_capacity_from_pool_data_percent():
 
 
 def test_check_missing_or_not_a_pool():
-    b, _ = backend((LVS + "pve/data", 5, "", out("lvs-missing-vg.err")))
+    b, dummy = backend((LVS + "pve/data", 5, "", out("lvs-missing-vg.err")))
     with pytest.raises(BackendError, match="lvcreate -T"):
         b.check()
-    b, _ = backend((LVS + "pve/data", 0, out("lvs-volume.json")))
+    b, dummy = backend((LVS + "pve/data", 0, out("lvs-volume.json")))
     with pytest.raises(BackendError, match="not a thin pool"):
         b.check()
 
@@ -111,7 +111,7 @@ def test_snapshot_clone_rollback_delete():
 
 
 def test_rollback_to_missing_snapshot():
-    b, _ = backend((LVS + "pve", 0, out("lvs-vg.json")))
+    b, dummy = backend((LVS + "pve", 0, out("lvs-vg.json")))
     with pytest.raises(NotFound):
         b.snapshot_rollback(V1, "s-9999999999999999")
 

@@ -56,7 +56,7 @@ def test_check_and_capacity():
 
 
 def test_check_missing_dataset():
-    b, _ = backend(("zfs get -H -p -o value type rpool/nope", 1, "", out("get-missing-dataset.err")), dataset="rpool/nope")
+    b, dummy = backend(("zfs get -H -p -o value type rpool/nope", 1, "", out("get-missing-dataset.err")), dataset="rpool/nope")
     with pytest.raises(BackendError, match="zfs create rpool/nope"):
         b.check()
 

@@ -44,7 +44,7 @@ class Tgtd:
     def start(self):
         self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.port],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
+        for dummy in range(200):
             if self.tgtadm("--mode", "system", "--op", "show", check=False).returncode == 0:
                 return
             time.sleep(0.05)

@@ -73,8 +73,8 @@ def test_parse_empty_and_other_reads():
     assert tgt.show_accounts() == ["tgtout", "alice"]
     params = tgtadm.read_target_attributes(tgt, 5)
     assert params["nop_interval"] == "5" and params["MaxRecvDataSegmentLength"] == "8192"
-    assert sorted(tgtadm.read_targets(tgt)) == ["iqn.2001-04.com.example:handmade", "iqn.2026-11.io.pvesan:t1.v-0a1b",
-                                               "iqn.2026-11.io.pvesan:t2.v-0c"]
+    assert sorted(tgtadm.read_targets(tgt)) == [
+        "iqn.2001-04.com.example:handmade", "iqn.2026-11.io.pvesan:t1.v-0a1b", "iqn.2026-11.io.pvesan:t2.v-0c"]
     assert run.calls[0][:5] == ["tgtadm", "-C", "7", "--lld", "iscsi"]
 
 

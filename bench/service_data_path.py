@@ -1,0 +1,124 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: 4k write IOPS at queue depth 16 through an export made by the service's storage
+layer (file backend volume + tgt driver, as the service makes every volume) against a hand-made
+tgt export of the same kind of file (truncate + plain tgtadm commands), in the same run, on the
+same loop-mounted XFS (reflink=1, as a file pool), through one private tgtd.
+
+Client: ``qemu-img bench -w -c N -d 16 -s 4k -S <stride> -f raw iscsi://...`` (QEMU's libiscsi,
+the path Proxmox's QEMU takes for iscsi:// disks).  qemu-img bench has no random mode, so the
+4k writes walk the 1 GiB LUN at a stride of 2053 blocks (a prime), which scatters them over
+the whole LUN.  Rounds alternate service/hand-made to spread the machine's noise over both;
+the ratio of the medians is printed (target >= 0.95: the service must not slow the data path).
+
+Run as root:  .venv/bin/python bench/service_data_path.py [--rounds 5] [--count 50000]
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service", "src"))
+
+from pvesan_service.backends import make_backend  # noqa: E402  pylint: disable=wrong-import-position
+from pvesan_service.targets import Export, make_target_driver  # noqa: E402  pylint: disable=wrong-import-position
+
+SIZE = 1024 ** 3
+STRIDE = 4096 * 2053
+
+
+def run(*argv, check=True):
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench(url, count):
+    out = run("qemu-img", "bench", "-w", "-c", str(count), "-d", "16", "-s", "4k", "-S", str(STRIDE), "-f", "raw", url).stdout
+    seconds = float(re.search(r"Run completed in ([0-9.]+) seconds", out).group(1))
+    return count / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--count", type=int, default=50000, help="4k writes per measurement")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (loop mount and tgtd)")
+
+    top = tempfile.mkdtemp(prefix="pvesan-bench-")
+    image, mnt = os.path.join(top, "fs.img"), os.path.join(top, "mnt")
+    os.mkdir(mnt)
+    port = free_port()
+    control = next(c for c in range(10000 + port % 20000, 32768) if not os.path.exists("/var/run/tgtd/socket.%d" % c))
+    tgtd = None
+    try:
+        run("truncate", "-s", "4G", image)
+        run("mkfs.xfs", "-q", "-m", "reflink=1", image)
+        run("mount", "-o", "loop", image, mnt)
+        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", "portal=127.0.0.1:%d" % port],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while run("tgtadm", "-C", str(control), "--mode", "system", "--op", "show", check=False).returncode:
+            time.sleep(0.05)
+
+        # the service's way: file pool volume + tgt driver export (default driver options)
+        pool = make_backend("file", path=os.path.join(mnt, "pool"))
+        os.mkdir(pool.root)
+        pool.check()
+        driver = make_target_driver("tgt", control_port=control)
+        svc_iqn = "iqn.2026-11.io.pvesan:bench.v-0000000000000001"
+        path = pool.create("v-0000000000000001", SIZE)
+        driver.export(Export(iqn=svc_iqn, lun=1, backing_path=path, serial="v0000000000000001"))
+
+        # by hand: the same kind of file, the same tgtd, plain tgtadm commands
+        hand_iqn = "iqn.2026-11.io.example:bench.hand"
+        hand_file = os.path.join(mnt, "hand.img")
+        run("truncate", "-s", str(SIZE), hand_file)
+        tgtadm = ["tgtadm", "-C", str(control), "--lld", "iscsi"]
+        run(*tgtadm, "--op", "new", "--mode", "target", "--tid", "100", "-T", hand_iqn)
+        run(*tgtadm, "--op", "new", "--mode", "logicalunit", "--tid", "100", "--lun", "1", "-b", hand_file)
+        run(*tgtadm, "--op", "bind", "--mode", "target", "--tid", "100", "-I", "ALL")
+
+        urls = {"service": "iscsi://127.0.0.1:%d/%s/1" % (port, svc_iqn), "hand": "iscsi://127.0.0.1:%d/%s/1" % (port, hand_iqn)}
+        for url in urls.values():  # warm-up: allocate the blocks the rounds will overwrite
+            bench(url, args.count)
+        results = {"service": [], "hand": []}
+        for i in range(args.rounds):
+            order = ("service", "hand") if i % 2 == 0 else ("hand", "service")
+            for kind in order:
+                results[kind].append(bench(urls[kind], args.count))
+            print("round %d: service %.0f IOPS, hand-made %.0f IOPS" % (i + 1, results["service"][-1], results["hand"][-1]))
+        svc, hand = statistics.median(results["service"]), statistics.median(results["hand"])
+        print("command: qemu-img bench -w -c %d -d 16 -s 4k -S %d -f raw iscsi://127.0.0.1:<port>/<iqn>/1" % (args.count, STRIDE))
+        print("median 4k write IOPS (QD16): service-made export %.0f, hand-made export %.0f" % (svc, hand))
+        print("ratio service/hand-made: %.3f (target >= 0.95)" % (svc / hand))
+    finally:
+        if tgtd is not None:
+            out = run("tgtadm", "-C", str(control), "--mode", "target", "--op", "show", check=False).stdout
+            for tid in re.findall(r"^Target (\d+):", out, re.M):
+                run("tgtadm", "-C", str(control), "--mode", "target", "--op", "delete", "--force", "--tid", tid, check=False)
+            run("tgtadm", "-C", str(control), "--mode", "system", "--op", "delete", check=False)
+            try:
+                tgtd.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                tgtd.kill()
+                tgtd.wait()
+            for suffix in ("", ".lock"):
+                if os.path.exists("/var/run/tgtd/socket.%d%s" % (control, suffix)):
+                    os.unlink("/var/run/tgtd/socket.%d%s" % (control, suffix))
+        run("umount", mnt, check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
