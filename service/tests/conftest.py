@@ -114,7 +114,7 @@ class Tgtd:
 
     def __init__(self):
         self.port = free_port()
-        self.control = 30000 + self.port % 20000  # away from a system tgtd (0) and other tests
+        self.control = 10000 + self.port % 10000  # tgtd allows <= 32767; away from 0 (system) and other tests
         self.proc = None
 
     def tgtadm(self, *args, check=True):
@@ -273,9 +273,10 @@ class Server:
         self.proc.wait()
 
     def client(self, token=None, timeout=60):
+        import ssl
         import httpx
         headers = {"Authorization": "Bearer " + token} if token else {}
-        return httpx.Client(base_url=self.url, verify=self.cert, headers=headers, timeout=timeout)
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.cert), headers=headers, timeout=timeout)
 
     def cli(self, *args, token=None, json_out=True, env_extra=None):
         env = dict(os.environ, PVESAN_API_URL=self.url, PVESAN_TOKEN=token or ADMIN_TOKEN, PVESAN_CA=self.cert)

@@ -64,6 +64,7 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
     log.info("database ready (schema version %d)", version)
     tcfg = dict(cfg["target"])
     driver = tcfg.pop("driver")
+    tcfg.setdefault("iqn_prefix", cfg["iqn_prefix"] + ":")  # the driver lists only our targets
     target = make_target_driver(driver, **tcfg)
     service = Service(store, target, iqn_prefix=cfg["iqn_prefix"], portals=cfg["portals"],
                       admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]))
