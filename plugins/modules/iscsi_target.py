@@ -25,7 +25,7 @@ description:
   - LUN numbers start at 1 on both backends (LUN 0 of a tgt target is tgt's controller), so the
     URL of a target's first disk is C(iscsi://<portal>/<iqn>/1) everywhere.
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 requirements:
   - C(tgt) (tgtd, tgtadm, tgt-admin) for O(backend=tgt).
   - python3-rtslib-fb and the kernel target (target_core_mod, iscsi_target_mod) for O(backend=lio).
@@ -115,7 +115,6 @@ options:
         description: CHAP secret (12-16 characters for most initiators).
         type: str
         required: true
-        no_log: true
   mutual_chap:
     description: Mutual CHAP; the credentials the target answers with. Needs O(chap).
     type: dict
@@ -128,10 +127,9 @@ options:
         description: CHAP secret.
         type: str
         required: true
-        no_log: true
   attributes:
     description:
-      - Target parameters, C(name: value). tgt; C(tgtadm --mode target --op update) names
+      - Target parameters, C(name=value). tgt; C(tgtadm --mode target --op update) names
         (C(MaxRecvDataSegmentLength), C(HeaderDigest), C(nop_interval), ...); only the iSCSI
         negotiation parameters are written to the persistent file (tgt-admin ignores the rest).
         lio; target portal group attributes and parameters (C(authentication), C(demo_mode_write_protect), ...).

@@ -16,7 +16,7 @@ description:
     names, portals, attributes and sessions, in the form O(pvesan.storage.iscsi_target#module:iqn)
     and its other options use.
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 requirements:
   - C(tgt) for O(backend=tgt); python3-rtslib-fb and the kernel target for O(backend=lio).
 attributes:
@@ -25,6 +25,7 @@ attributes:
     description: Read-only.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
 options:
   backend:
     description: Target implementation.
@@ -117,7 +118,7 @@ def public(target):
 def tgt_targets(module):
     p = module.params
     tgt = Tgtadm(p['tgt_control_port'], module.get_bin_path('tgtadm', required=True),
-                 run=lambda argv: module.run_command(argv))
+                 run=module.run_command)
     try:
         targets = read_targets(tgt)
         portals = tgt.show_portals()

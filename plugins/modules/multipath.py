@@ -24,7 +24,7 @@ description:
   - Reloads C(multipathd) (C(multipathd reconfigure)) after a change when the daemon is running.
   - Manages entries of the multipath wwids file.
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 requirements:
   - multipath-tools (C(multipath), C(multipathd)) on the target host.
   - util-linux C(unshare), root and overlayfs for the validation step.
@@ -34,6 +34,7 @@ attributes:
     description: The candidate is still validated in check mode; nothing is written or reloaded.
   diff_mode:
     support: full
+    description: Shows the file(s) before and after.
 options:
   path:
     description:
@@ -58,7 +59,7 @@ options:
     default: present
   defaults:
     description:
-      - Settings of the C(defaults) section, C(name: value). Booleans are written C(yes)/C(no).
+      - Settings of the C(defaults) section, C(name=value). Booleans are written C(yes)/C(no).
       - With O(state=absent), or a value of C(null), the named settings are removed.
     type: dict
   overrides:
@@ -66,9 +67,9 @@ options:
     type: dict
   blacklist:
     description:
-      - Entries of the C(blacklist) section. Each is one of C({devnode: regex}), C({wwid: id}),
-        C({property: regex}), C({protocol: regex}) or C({device: {vendor: regex, product: regex, ...}}),
-        optionally with C(state).
+      - Entries of the C(blacklist) section. Each entry is a dict with one key; C(devnode),
+        C(wwid), C(property) or C(protocol) with a regex, or C(device) with a dict of C(vendor),
+        C(product) and further settings; optionally with C(state).
     type: list
     elements: dict
   blacklist_exceptions:
@@ -275,7 +276,7 @@ def main():
     except ConfError as e:
         module.fail_json(msg='%s: %s' % (path, to_native(e)), **result)
     conf_changed = after != (before or '') and not (before is None and not after)
-    result['content'] = after
+    result['content'] = before or ''
 
     if conf_changed:
         if p['validate']:
@@ -286,7 +287,7 @@ def main():
                 main_text = read(p['config_file'])
             try:
                 errors, warnings, _merged = validate(
-                    lambda argv: module.run_command(argv), multipath, unshare,
+                    module.run_command, multipath, unshare,
                     after, path, p['config_file'], main_text)
             except ConfError as e:
                 module.fail_json(msg=to_native(e), **result)
@@ -295,6 +296,7 @@ def main():
                 module.fail_json(
                     msg='multipath -t rejects the new %s, nothing was changed: %s' % (path, '; '.join(errors)),
                     validation_errors=errors, candidate=after, **result)
+        result['content'] = after
         diffs.append(dict(before_header=path, after_header=path, before=before or '', after=after))
         if not module.check_mode:
             if p['backup'] and before is not None:

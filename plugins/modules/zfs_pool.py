@@ -17,7 +17,7 @@ description:
     C(autotrim) and properties of the pool's root dataset.
   - On an existing pool it adds the vdevs that are missing (C(zpool add)), grows mirrors in place
     (C(zpool attach)) and sets properties that differ. A second run with the same options
-    changes nothing, whatever way the disks are named: disks given as C(/dev/disk/by-id),
+    changes nothing, whatever way the disks are named; disks given as C(/dev/disk/by-id),
     C(by-path) links or short names are resolved to the devices C(zpool status -P -L) reports,
     and a whole disk matches the partition 1 ZFS created on it.
   - Destructive changes (removing vdevs, a different layout on the same disks, destroying the
@@ -27,7 +27,7 @@ description:
   - Only the vdev classes whose option is given are compared; e.g. without O(cache) the pool's
     cache devices are left alone, and O(cache=[]) means no cache devices.
 author:
-  - pvesan.storage developers
+  - pvesan.storage developers (@pvesan)
 requirements:
   - OpenZFS 2.1 or later (C(zpool), C(zfs)) on the target host.
 attributes:

@@ -34,7 +34,7 @@ def recorded_links():
         for line in fixture(name).splitlines():
             if ' -> ' in line:
                 left, target = line.split(' -> ')
-                links['/dev/disk/%s/%s' % (name.split('.')[0], left.split()[-1])] = target
+                links['/dev/disk/%s/%s' % (name.split('.', maxsplit=1)[0], left.split()[-1])] = target
     return links
 
 
@@ -62,9 +62,14 @@ class FakeZfs(object):
 @pytest.fixture
 def zfs(monkeypatch):
     fake = FakeZfs({})
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, argv, **kw: fake(self, argv, **kw))
+
+    def run_command(module, argv, **kwargs):  # a plain function, so it binds as a method
+        return fake(module, argv, **kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', lambda self, name, **kw: '/usr/sbin/' + name)
-    monkeypatch.setattr(mod, 'Resolver', lambda: Resolver(recorded_links()))
+    links = recorded_links()
+    monkeypatch.setattr(mod, 'Resolver', lambda: Resolver(links))
     return fake
 
 
