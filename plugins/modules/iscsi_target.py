@@ -217,10 +217,12 @@ config_file:
 import os
 import re
 import tempfile
+import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.pvesan.storage.plugins.module_utils import lio  # loads without rtslib-fb
 from ansible_collections.pvesan.storage.plugins.module_utils import tgt_conf
 from ansible_collections.pvesan.storage.plugins.module_utils.tgtadm import (
     DATA_LUN,
@@ -445,40 +447,83 @@ class TgtBackend(object):
         return desired, changes
 
 
+def lio_plan(current, desired):
+    """The changes lio.apply_target would make, for check mode and to skip a no-op run."""
+    if current is None:
+        return ['target %s created' % desired['iqn']]
+    changes = []
+    have = dict((lun['lun'], lun) for lun in current['luns'])
+    want = dict((lun['lun'], lun) for lun in desired['luns'])
+    for number in sorted(set(have) | set(want)):
+        old, new = have.get(number), want.get(number)
+        if new is None:
+            changes.append('lun %d removed' % number)
+        elif old is None:
+            changes.append('lun %d created' % number)
+        elif old['path'] != new['path'] or old['serial'] != new['serial']:
+            changes.append('lun %d re-created' % number)
+        elif bool(old['readonly']) != bool(new['readonly']):
+            changes.append('lun %d readonly=%s' % (number, new['readonly']))
+    if sorted(current['initiators']) != sorted(desired['initiators']):
+        changes.append('initiators %s' % (' '.join(desired['initiators']) or 'any (demo mode)'))
+    for key in ('chap', 'mutual_chap'):
+        if current.get(key) != desired.get(key):
+            changes.append('%s %s' % (key, 'set for %s' % desired[key]['user'] if desired.get(key) else 'removed'))
+    if sorted(current['portals']) != sorted(desired['portals']):
+        changes.append('portals %s' % ' '.join(desired['portals']))
+    for name, value in sorted(desired['attributes'].items()):
+        if name in current['attributes'] and current['attributes'][name] != value:
+            changes.append('attribute %s=%s' % (name, value))
+    return changes
+
+
 class LioBackend(object):
-    """The kernel target through the shared rtslib-fb layer (module_utils/lio.py)."""
+    """The kernel target through the shared rtslib-fb layer (module_utils/lio.py); the
+    configuration is saved once at the end of a run that changed something."""
 
     def __init__(self, module):
         self.module = module
-        try:
-            from ansible_collections.pvesan.storage.plugins.module_utils import lio
-        except ImportError as e:
-            module.fail_json(msg='the lio backend is not available: %s' % to_native(e))
-        self.lio = lio
+
+    def desired(self):
+        p = self.module.params
+        luns = []
+        for lun in wanted_luns(self.module):
+            # lio.py names storage objects and matches LUNs by serial: give every LUN a stable one.
+            serial = lun['serial'] or str(uuid.uuid5(uuid.NAMESPACE_URL, '%s/%s' % (p['iqn'], lun['path'])))
+            luns.append({'lun': lun['lun'], 'path': lun['path'], 'serial': serial, 'readonly': lun['readonly'],
+                         'write_cache': lun['write_cache'], 'vendor': None, 'product': None})
+            if lun['vendor'] or lun['product'] or lun['bstype'] or lun['bsoflags'] or lun['block_size']:
+                self.module.warn('LUN %d: vendor, product, bstype, bsoflags and block_size are tgt options; '
+                                 'the lio backend ignores them' % lun['lun'])
+        return {'iqn': p['iqn'], 'luns': luns, 'initiators': sorted(p['initiators']), 'chap': p['chap'],
+                'mutual_chap': p['mutual_chap'], 'portals': sorted(p['portals'] or ['0.0.0.0:3260']),
+                'attributes': dict((k, str(v)) for k, v in p['attributes'].items())}
 
     def run(self):
         module, p = self.module, self.module.params
-        lio = self.lio
+        desired = None
         try:
-            state = lio.LioTarget(check_mode=module.check_mode)
-            current = state.read_target(p['iqn'])
+            current = lio.read_target(p['iqn'])
             if p['state'] == 'absent':
-                changes = state.remove_target(p['iqn']) if current else []
-                desired = None
+                changes = ['target %s deleted' % p['iqn']] if current else []
+                if changes and not module.check_mode:
+                    changes = lio.remove_target(p['iqn'])
             else:
                 if p['mutual_chap'] and not p['chap']:
-                    module.fail_json(msg='mutual_chap needs chap')
-                desired = {'iqn': p['iqn'], 'luns': wanted_luns(module), 'initiators': list(p['initiators']),
-                           'chap': p['chap'], 'mutual_chap': p['mutual_chap'], 'portals': list(p['portals'] or []),
-                           'attributes': dict((k, str(v)) for k, v in p['attributes'].items())}
-                changes = state.apply_target(desired, current)
+                    module.fail_json(msg='mutual_chap needs chap: the target only authenticates itself to '
+                                         'initiators that log in with CHAP')
+                desired = self.desired()
+                changes = lio_plan(current, desired)
+                if changes and not module.check_mode:
+                    changes = lio.apply_target(desired) or changes
             if changes and not module.check_mode:
-                state.save()  # once per run, not once per change
+                lio.rtslib().RTSRoot().save_to_file()  # once per run, not once per change
+            after = desired if module.check_mode or desired is None else lio.read_target(p['iqn'])
         except lio.LioError as e:
             module.fail_json(msg=to_native(e))
         result = dict(changes=changes)
         if p['state'] == 'present':
-            result['target'] = public(desired if module.check_mode else state.read_target(p['iqn']))
+            result['target'] = public(after)
         diffs = []
         if changes:
             diffs.append(dict(before_header='%s (target)' % p['iqn'], after_header='%s (target)' % p['iqn'],

@@ -99,6 +99,7 @@ targets:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.pvesan.storage.plugins.module_utils import lio  # loads without rtslib-fb
 from ansible_collections.pvesan.storage.plugins.module_utils.tgtadm import (
     Tgtadm,
     TgtadmError,
@@ -133,11 +134,7 @@ def tgt_targets(module):
 
 def lio_targets(module):
     try:
-        from ansible_collections.pvesan.storage.plugins.module_utils import lio
-    except ImportError as e:
-        module.fail_json(msg='the lio backend is not available: %s' % to_native(e))
-    try:
-        targets = lio.LioTarget(check_mode=True).read_targets()
+        targets = lio.read_targets()
     except lio.LioError as e:
         module.fail_json(msg=to_native(e))
     return [t for iqn, t in sorted(targets.items()) if module.params['iqn'] in (None, iqn)]
