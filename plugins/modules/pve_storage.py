@@ -222,6 +222,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+name:
+  description: The storage ID.
+  returned: always
+  type: str
+  sample: local-lvm
 storage:
   description: The storage's properties after the run (type included), as parsed; empty when absent.
   returned: always
@@ -359,6 +364,7 @@ def run(module):
     secrets_changed = sorted(list(result['secrets']) + result['remove_secrets'])
     out = dict(
         changed=bool(changed),
+        name=p['name'],
         storage=new.as_dict() if new is not None else {},
         section=new.render() if new is not None else '',
         created=old is None and new is not None,
