@@ -48,6 +48,10 @@ class TargetDriver(abc.ABC):
 
     kind: str = ""
 
+    # Id of the target instance last seen by ``alive()``; it changes when the target daemon
+    # restarted and lost its exports (the reconciler re-applies them then).  None: cannot tell.
+    generation = None
+
     @abc.abstractmethod
     def export(self, export: Export) -> None:
         """Create the export or update it in place (ACL, CHAP, read-only); idempotent."""
@@ -63,12 +67,6 @@ class TargetDriver(abc.ABC):
     @abc.abstractmethod
     def refresh_size(self, iqn: str) -> None:
         """Make initiators see the grown size of the backing store."""
-
-    @property
-    def generation(self):
-        """Id of the target instance last seen by ``alive()``; it changes when the target daemon
-        restarted and lost its exports (so the reconciler re-applies them).  None: cannot tell."""
-        return None
 
     @abc.abstractmethod
     def alive(self) -> bool:
