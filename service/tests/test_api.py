@@ -41,9 +41,10 @@ class Api:
         return self.client(r.json()["token"])
 
 
-@pytest.fixture
-def api(tmp_path, pool_dir):
-    a = Api(tmp_path, pool_dir)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def api(request, tmp_path, pool_dir):
+    database = request.getfixturevalue("pg_database") if request.param == "postgres" else None
+    a = Api(tmp_path, pool_dir, database)
     r = a.admin.post("/api/v1/pools", json={"name": "xfs", "kind": "file", "options": {"path": pool_dir}, "tags": ["ssd"]})
     assert r.status_code == 201, r.text
     yield a
