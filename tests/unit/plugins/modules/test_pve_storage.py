@@ -220,6 +220,14 @@ def test_info_single_storage_and_redaction(root, capsys):
     assert run(pve_storage_info, capsys, config_root=root, name='nope')['storages'] == {}
 
 
+def test_info_reports_the_local_storage_proxmox_would_add(tmp_path, capsys):
+    (tmp_path / 'storage.cfg').write_text('lvm: vg1\n\tvgname vg1\n\nfrob: x1\n\tkey v\n\n')
+    info = run(pve_storage_info, capsys, config_root=str(tmp_path))
+    assert info['local_implicit'] and info['order'] == ['vg1', 'x1']
+    assert info['storages']['x1'] == {'type': 'frob', 'key': 'v'}
+    assert 'frob' in info['warnings_found'][0]
+
+
 def test_warns_when_the_pvesan_plugin_is_missing_on_a_real_node(root, capsys, monkeypatch, tmp_path):
     pvesm = tmp_path / 'pvesm'
     pvesm.write_text('')
