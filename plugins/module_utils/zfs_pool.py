@@ -52,11 +52,13 @@ class Resolver(object):
     """Resolve a disk as the user names it to the device node zpool reports.
 
     links maps symlink paths to their targets for tests that replay a recorded
-    ``ls -l /dev/disk/by-id``; on a host the real file system is used.
+    ``ls -l /dev/disk/by-id``; on a host the real file system is used. sysfs is the
+    /sys/class/block tree used to find the partitions of a device.
     """
 
-    def __init__(self, links=None):
+    def __init__(self, links=None, sysfs='/sys/class/block'):
         self.links = links
+        self.sysfs = sysfs
 
     def exists(self, path):
         if self.links is not None:
@@ -86,13 +88,32 @@ class Resolver(object):
         return self.realpath(disk)
 
 
+    def partitions(self, device):
+        """Device nodes of the partitions of device, from sysfs. A partition of a dm device
+        (a multipath map partitioned by kpartx) is another dm device, listed as its holder."""
+        name = os.path.basename(device)
+        base = os.path.join(self.sysfs, name)
+        found = set()
+        if not device.startswith('/dev/') or not os.path.isdir(base):
+            return found
+        for entry in os.listdir(base):
+            if entry.startswith(name) and os.path.exists(os.path.join(base, entry, 'partition')):
+                found.add('/dev/' + entry)
+        holders = os.path.join(base, 'holders')
+        if name.startswith('dm-') and os.path.isdir(holders):
+            found.update('/dev/' + holder for holder in os.listdir(holders))
+        return found
+
+    def same_disk(self, wanted_real, reported):
+        """True when zpool's reported device is the wanted device or the partition ZFS made on it."""
+        if reported in (wanted_real, partition_one(wanted_real)):
+            return True
+        return reported.startswith('/dev/') and reported in self.partitions(wanted_real)
+
+
 def partition_one(device):
     """The first partition ZFS creates on a whole disk: sdb -> sdb1, nvme0n1 -> nvme0n1p1."""
     return device + ('p1' if device[-1:].isdigit() else '1')
-
-
-def same_disk(wanted_real, reported):
-    return reported in (wanted_real, partition_one(wanted_real))
 
 
 # --- zpool status ------------------------------------------------------------------------
@@ -259,7 +280,7 @@ def _match_disks(resolver, wanted_disks, reported_disks):
     left = list(reported_disks)
     for disk in wanted_disks:
         real = resolver.resolve(disk)
-        hit = [r for r in left if same_disk(real, r)]
+        hit = [r for r in left if resolver.same_disk(real, r)]
         if not hit:
             return False
         left.remove(hit[0])
@@ -270,7 +291,7 @@ def _owner(resolver, disk, current):
     real = resolver.resolve(disk)
     for vdev in current:
         for reported in vdev['disks']:
-            if same_disk(real, reported):
+            if resolver.same_disk(real, reported):
                 return vdev, reported
     return None, None
 

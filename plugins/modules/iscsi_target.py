@@ -259,7 +259,10 @@ def wanted_luns(module):
         if number < DATA_LUN:
             module.fail_json(msg='LUN %d: LUN numbers start at %d (LUN 0 is the tgt controller)' % (number, DATA_LUN))
         if not os.path.exists(lun['path']):
-            module.fail_json(msg='LUN %d: backing store %s does not exist' % (number, lun['path']))
+            msg = 'LUN %d: backing store %s does not exist' % (number, lun['path'])
+            if not module.check_mode:
+                module.fail_json(msg=msg)
+            module.warn(msg + ' (yet: check mode)')
         luns.append(dict(lun, lun=number))
     numbers = [lun['lun'] for lun in luns]
     if len(set(numbers)) != len(numbers):

@@ -19,7 +19,8 @@ description:
     (C(zpool attach)) and sets properties that differ. A second run with the same options
     changes nothing, whatever way the disks are named; disks given as C(/dev/disk/by-id),
     C(by-path) links or short names are resolved to the devices C(zpool status -P -L) reports,
-    and a whole disk matches the partition 1 ZFS created on it.
+    and a whole disk matches the partition ZFS created on it (found through sysfs, also for
+    multipath maps partitioned by kpartx).
   - Destructive changes (removing vdevs, a different layout on the same disks, destroying the
     pool) happen only with O(allow_destroy=true); otherwise the module fails and lists what would
     have to be destroyed.

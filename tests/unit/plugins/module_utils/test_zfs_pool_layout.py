@@ -43,7 +43,7 @@ def links_from_ls(*names):
     return links
 
 
-RESOLVER = Resolver(links_from_ls('by-id.ls', 'by-path.ls'))
+RESOLVER = Resolver(links_from_ls('by-id.ls', 'by-path.ls'), sysfs='/nonexistent')  # hermetic: not this host's /sys
 BYID = 'ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0AAAAA%d'
 
 
@@ -180,3 +180,36 @@ def test_properties_and_import_list():
     assert prop_value('recordsize', '128K') == '131072'
     assert prop_value('autotrim', True) == 'on'
     assert parse_import_list(fixture('import.list')) == ['tank']
+
+
+def fake_sysfs(root, tree):
+    """A /sys/class/block stand-in: {device: {"partitions": [...], "holders": [...]}}."""
+    for device, parts in tree.items():
+        base = root / device
+        (base / 'holders').mkdir(parents=True)
+        for part in parts.get('partitions', []):
+            (base / part).mkdir()
+            (base / part / 'partition').write_text('1\n')
+        for holder in parts.get('holders', []):
+            (base / 'holders' / holder).mkdir()
+
+
+def test_multipath_maps_match_their_kpartx_partitions(tmp_path):
+    # /dev/mapper/mpatha -> ../dm-2; ZFS partitioned the map, kpartx made dm-4 (a holder of dm-2),
+    # and `zpool status -P -L` reports /dev/dm-4.
+    fake_sysfs(tmp_path, {'dm-2': {'holders': ['dm-4']}, 'dm-3': {'holders': ['dm-5']}})
+    resolver = Resolver({'/dev/mapper/mpatha': '../dm-2', '/dev/mapper/mpathb': '../dm-3'}, sysfs=str(tmp_path))
+    wanted = wanted_layout(data=[{'type': 'mirror', 'disks': ['/dev/mapper/mpatha', '/dev/mapper/mpathb']}])
+    assert plan('san', parse_status(fixture('multipath.status')), wanted, resolver)[:3] == ([], [], [])
+    # Without the holder relation the maps do not match: mirror-0 would look unwanted.
+    _commands, removals, _conflicts, _after = plan('san', parse_status(fixture('multipath.status')), wanted, Resolver(
+        {'/dev/mapper/mpatha': '../dm-2', '/dev/mapper/mpathb': '../dm-3'}, sysfs=str(tmp_path / 'none')))
+    assert [v['name'] for v in removals] == ['mirror-0']
+
+
+def test_partitions_found_in_sysfs(tmp_path):
+    fake_sysfs(tmp_path, {'sdb': {'partitions': ['sdb1', 'sdb9']}, 'sdc': {'holders': ['dm-0']}})
+    resolver = Resolver({}, sysfs=str(tmp_path))
+    assert resolver.partitions('/dev/sdb') == {'/dev/sdb1', '/dev/sdb9'}
+    assert resolver.partitions('/dev/sdc') == set()  # a multipath map over a path is not a partition of it
+    assert resolver.same_disk('/dev/sdb', '/dev/sdb1') and not resolver.same_disk('/dev/sdb', '/dev/sdc1')

@@ -69,7 +69,7 @@ def zfs(monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', lambda self, name, **kw: '/usr/sbin/' + name)
     links = recorded_links()
-    monkeypatch.setattr(mod, 'Resolver', lambda: Resolver(links))
+    monkeypatch.setattr(mod, 'Resolver', lambda: Resolver(links, sysfs='/nonexistent'))
     return fake
 
 
