@@ -205,7 +205,7 @@ def test_chap_per_tenant_per_volume_and_initiators(api):
     exp = api.target.exports[v["export"]["iqn"]]
     assert (exp.chap.user, exp.chap.password) == ("cluster1", "secret-secret-1")
     assert exp.initiators == ["iqn.1993-08.org.debian:01:node1"] and v["export"]["chap"]["user"] == "cluster1"
-    own = {"user": "vol", "password": "another-secret-2", "mutual_user": "tgt", "mutual_password": "mutual-secret-3"}
+    own = {"user": "vol", "password": "another-secret-2", "mutual": {"user": "tgt", "password": "mutual-secret-3"}}
     v2 = t.post("/api/v1/volumes", json={"name": "vm-2-disk-0", "size": "1M", "chap": own, "initiators": []}).json()
     exp2 = api.target.exports[v2["export"]["iqn"]]
     assert exp2.chap.mutual_user == "tgt" and exp2.initiators == []

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -36,26 +36,27 @@ INITIATOR = r"^[A-Za-z0-9][A-Za-z0-9.:/-]{0,222}$"
 SIZE_DOC = "bytes, or a string with a binary unit: 512M, 10G, 1T (rounded up to whole MiB)"
 
 Name = Field(pattern=NAME, description="1-63 characters a-z 0-9 . _ -")
-Size = Union[StrictInt, StrictStr]
+Tag = Annotated[str, StringConstraints(pattern=TAG)]
+Initiator = Annotated[str, StringConstraints(pattern=INITIATOR)]
+SizeStr = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{1,16}[KMGTPkmgtp]?(iB|IB|B|b)?$")]
+Size = Union[Annotated[StrictInt, Field(ge=1, le=MAX_SIZE)], SizeStr]
+ChapUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")]
+ChapSecret = Annotated[str, StringConstraints(pattern=r"^[!-~]{12,128}$")]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ChapIn(Strict):
-    user: str = Field(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")
-    password: str = Field(pattern=r"^[!-~]{12,128}$", description="12-128 printable characters, no spaces")
-    mutual_user: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9._:@-]{1,64}$")
-    mutual_password: Optional[str] = Field(None, pattern=r"^[!-~]{12,128}$")
+class MutualChapIn(Strict):
+    user: ChapUser
+    password: ChapSecret = Field(description="12-128 printable characters, no spaces")
 
-    @model_validator(mode="after")
-    def _mutual_pair(self):
-        if (self.mutual_user is None) != (self.mutual_password is None):
-            raise ValueError("mutual CHAP needs both mutual_user and mutual_password")
-        if self.mutual_password is not None and self.mutual_password == self.password:
-            raise ValueError("the mutual CHAP password must differ from the initiator's")
-        return self
+
+class ChapIn(Strict):
+    user: ChapUser
+    password: ChapSecret = Field(description="12-128 printable characters, no spaces")
+    mutual: Optional[MutualChapIn] = Field(None, description="credentials the target shows the initiator (mutual CHAP)")
 
 
 def _tags(default=None, desc="tags"):
@@ -65,24 +66,14 @@ def _tags(default=None, desc="tags"):
 class TenantCreate(Strict):
     name: str = Name
     chap: Optional[ChapIn] = Field(None, description="CHAP credentials used by every volume of the tenant")
-    initiators: list[str] = Field(default_factory=list, max_length=256, description="default initiator ACL (IQNs or IPs)")
+    initiators: list[Initiator] = Field(default_factory=list, max_length=256, description="default initiator ACL (IQNs or IPs)")
     quota_bytes: Optional[int] = Field(None, ge=0, le=MAX_SIZE)
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.initiators, INITIATOR, "initiator")
-        return self
 
 
 class TenantUpdate(Strict):
     chap: Optional[ChapIn] = None
-    initiators: Optional[list[str]] = Field(None, max_length=256)
+    initiators: Optional[list[Initiator]] = Field(None, max_length=256)
     quota_bytes: Optional[int] = Field(None, ge=0, le=MAX_SIZE)
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.initiators or [], INITIATOR, "initiator")
-        return self
 
 
 class TokenCreate(Strict):
@@ -94,70 +85,41 @@ class TokenCreate(Strict):
 class PoolCreate(Strict):
     name: str = Name
     kind: Literal["file", "zfs", "lvmthin"]
-    options: dict[str, Union[str, int, bool]] = Field(
-        default_factory=dict, description="file: path; zfs: dataset, volblocksize, compression; lvmthin: vg, thinpool")
-    tags: list[str] = _tags([])
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.tags, TAG, "tag")
-        if len(self.options) > 16 or any(len(k) > 64 or len(str(v)) > 1024 for k, v in self.options.items()):
-            raise ValueError("too many or too long pool options")
-        return self
+    options: dict[Annotated[str, StringConstraints(max_length=64)], Union[Annotated[str, StringConstraints(max_length=1024)], int, bool]] = Field(
+        default_factory=dict, max_length=16,
+        description="file: path; zfs: dataset, volblocksize, compression; lvmthin: vg, thinpool")
+    tags: list[Tag] = _tags([])
 
 
 class PoolUpdate(Strict):
-    tags: list[str] = _tags([])
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.tags, TAG, "tag")
-        return self
+    tags: list[Tag] = _tags([])
 
 
 class ServiceTypeCreate(Strict):
     name: str = Name
     description: str = Field("", max_length=256)
-    pool_tags: list[str] = _tags([], "a pool must carry all these tags")
+    pool_tags: list[Tag] = _tags([], "a pool must carry all these tags")
     block_size: Literal[512, 4096] = 512
     thin: bool = True
     chap: bool = False
     default: bool = False
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.pool_tags, TAG, "tag")
-        return self
 
 
 class VolumeCreate(Strict):
     name: str = Name
     size: Size = Field(description=SIZE_DOC)
     service_type: Optional[str] = Field(None, max_length=63)
-    query_include: list[str] = _tags([], "the pool must carry all these tags")
-    query_exclude: list[str] = _tags([], "the pool must carry none of these tags")
-    tags: list[str] = _tags([])
-    initiators: Optional[list[str]] = Field(None, max_length=256, description="initiator ACL; omit to use the tenant's")
+    query_include: list[Tag] = _tags([], "the pool must carry all these tags")
+    query_exclude: list[Tag] = _tags([], "the pool must carry none of these tags")
+    tags: list[Tag] = _tags([])
+    initiators: Optional[list[Initiator]] = Field(None, max_length=256, description="initiator ACL; omit to use the tenant's")
     chap: Optional[ChapIn] = Field(None, description="per-volume CHAP; omit to use the tenant's")
-
-    @model_validator(mode="after")
-    def _check(self):
-        for lst in (self.query_include, self.query_exclude, self.tags):
-            _check_list(lst, TAG, "tag")
-        _check_list(self.initiators or [], INITIATOR, "initiator")
-        return self
 
 
 class VolumeUpdate(Strict):
-    tags: Optional[list[str]] = _tags(None)
-    initiators: Optional[list[str]] = Field(None, max_length=256, description="null: use the tenant's ACL")
+    tags: Optional[list[Tag]] = _tags(None)
+    initiators: Optional[list[Initiator]] = Field(None, max_length=256, description="null: use the tenant's ACL")
     chap: Optional[ChapIn] = Field(None, description="null: use the tenant's CHAP")
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.tags or [], TAG, "tag")
-        _check_list(self.initiators or [], INITIATOR, "initiator")
-        return self
 
 
 class Resize(Strict):
@@ -175,28 +137,19 @@ class SnapshotCreate(Strict):
 class CloneCreate(Strict):
     name: str = Name
     snapshot: Optional[str] = Field(None, pattern=SNAP, description="source snapshot; omit to clone a template's base")
-    tags: Optional[list[str]] = _tags(None)
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_list(self.tags or [], TAG, "tag")
-        return self
-
-
-def _check_list(values, pattern, what):
-    import re
-    rx = re.compile(pattern)
-    for v in values:
-        if not rx.match(v):
-            raise ValueError("invalid %s %r: must match %s" % (what, v, pattern))
+    tags: Optional[list[Tag]] = _tags(None)
 
 
 # ---------------------------------------------------------------- response shapes (for the spec)
+class MutualChapOut(BaseModel):
+    user: str
+    password: str
+
+
 class ChapOut(BaseModel):
     user: str
     password: str
-    mutual_user: Optional[str] = None
-    mutual_password: Optional[str] = None
+    mutual: Optional[MutualChapOut] = None
 
 
 class ExportOut(BaseModel):

@@ -181,7 +181,9 @@ def _chap(a, prefix="") -> dict | None:
         raise CliError("give both --chap-user and --chap-password", EXIT_USAGE)
     chap = {"user": user, "password": password}
     if a.mutual_user or a.mutual_password:
-        chap.update(mutual_user=a.mutual_user, mutual_password=a.mutual_password)
+        if not (a.mutual_user and a.mutual_password):
+            raise CliError("give both --mutual-user and --mutual-password", EXIT_USAGE)
+        chap["mutual"] = {"user": a.mutual_user, "password": a.mutual_password}
     return chap
 
 

@@ -153,7 +153,10 @@ class Service:
 
     @staticmethod
     def _tenant_out(row: dict) -> dict:
-        return {"name": row["name"], "chap": _unj(row["chap"]), "initiators": _unj(row["initiators"], []),
+        chap = _unj(row["chap"])
+        if chap:
+            chap = {"user": chap["user"], "password": chap["password"], "mutual": chap.get("mutual")}
+        return {"name": row["name"], "chap": chap, "initiators": _unj(row["initiators"], []),
                 "quota_bytes": row["quota_bytes"], "created_at": row["created_at"]}
 
     def create_tenant(self, name: str, chap: Optional[dict] = None, initiators: Optional[list] = None,
@@ -479,7 +482,8 @@ class Service:
         data = _unj(vol["tenant_chap"]) if src == "tenant" else _unj(vol["chap"]) if src == "volume" else None
         if not data:
             return None
-        return Chap(data["user"], data["password"], data.get("mutual_user"), data.get("mutual_password"))
+        mutual = data.get("mutual") or {}
+        return Chap(data["user"], data["password"], mutual.get("user"), mutual.get("password"))
 
     def _initiators(self, vol: dict) -> list[str]:
         own = _unj(vol["initiators"])
@@ -511,8 +515,9 @@ class Service:
                 "iqn": iqn, "lun": DATA_LUN, "portals": self.portals,
                 "urls": ["iscsi://%s/%s/%d" % (portal, iqn, DATA_LUN) for portal in self.portals],
                 "initiators": self._initiators(vol),
-                "chap": None if chap is None else {"user": chap.user, "password": chap.password,
-                                                   "mutual_user": chap.mutual_user, "mutual_password": chap.mutual_password},
+                "chap": None if chap is None else {
+                    "user": chap.user, "password": chap.password,
+                    "mutual": {"user": chap.mutual_user, "password": chap.mutual_password} if chap.mutual_user else None},
             },
             "created_at": vol["created_at"], "updated_at": vol["updated_at"],
         }
