@@ -87,7 +87,6 @@ class Resolver(object):
                 disk = os.path.join('/dev', disk)
         return self.realpath(disk)
 
-
     def partitions(self, device):
         """Device nodes of the partitions of device, from sysfs. A partition of a dm device
         (a multipath map partitioned by kpartx) is another dm device, listed as its holder."""
