@@ -38,12 +38,12 @@ class LockError(Exception):
     pass
 
 
-def _is_pmxcfs(path):
+def _is_pmxcfs(path, mounts='/proc/mounts'):
     """True when path lies on a FUSE mount (pmxcfs serves /etc/pve through FUSE)."""
     path = os.path.realpath(path)
     best, fstype = '', None
     try:
-        with open('/proc/mounts') as f:
+        with open(mounts) as f:
             for line in f:
                 fields = line.split()
                 if len(fields) < 3:

@@ -135,3 +135,27 @@ def test_missing_lock_dir_is_created(tmp_path):
     with StorageCfgLock(str(tmp_path)):
         assert (tmp_path / 'priv' / 'lock' / 'file-storage_cfg').is_dir()
     os.unlink(pve_cluster_lock._local_lock_path(str(tmp_path)))
+
+
+def test_pmxcfs_is_recognised_by_its_fuse_mount(tmp_path):
+    mounts = tmp_path / 'mounts'
+    mounts.write_text('/dev/sda1 / ext4 rw 0 0\n/dev/fuse /etc/pve fuse rw,nosuid,nodev 0 0\n')
+    assert pve_cluster_lock._is_pmxcfs('/etc/pve', str(mounts))
+    assert pve_cluster_lock._is_pmxcfs('/etc/pve/priv', str(mounts))
+    assert not pve_cluster_lock._is_pmxcfs('/etc/pvex', str(mounts))
+    assert not pve_cluster_lock._is_pmxcfs('/srv', str(mounts))
+
+
+def test_on_pmxcfs_a_stale_lock_is_left_to_pmxcfs(root):
+    """pmxcfs expires locks itself on the unlock request; we must not rmdir a lock we do not hold."""
+    lockdir = os.path.join(root, 'priv', 'lock', 'file-storage_cfg')
+    os.mkdir(lockdir)
+    old = time.time() - pve_cluster_lock.PMXCFS_LOCK_LIFETIME - 5
+    os.utime(lockdir, (old, old))
+    lock = StorageCfgLock(root, timeout=0.5)
+    lock.pmxcfs = True
+    with pytest.raises(LockError):
+        with lock:
+            pass
+    assert os.path.isdir(lockdir)
+    assert os.stat(lockdir).st_mtime == 0   # the "cfs unlock request" utime(0, 0) was sent
