@@ -480,6 +480,24 @@ def lio_plan(current, desired):
     return changes
 
 
+def lio_tpg_attributes(iqn, names):
+    """Current values of the named TPG attributes (lio.py reads only a few), via rtslib-fb."""
+    rts = lio.rtslib()
+    try:
+        target = rts.Target(rts.FabricModule('iscsi'), iqn, mode='lookup')
+    except rts.RTSLibNotInCFS:
+        return {}
+    values = {}
+    for tpg in target.tpgs:
+        if tpg.tag == lio.TPG_TAG:
+            for name in names:
+                try:
+                    values[name] = str(tpg.get_attribute(name))
+                except Exception as e:  # rtslib raises RTSLibError for an unknown attribute
+                    raise lio.LioError('TPG attribute %s: %s' % (name, e))
+    return values
+
+
 class LioBackend(object):
     """The kernel target through the shared rtslib-fb layer (module_utils/lio.py); the
     configuration is saved once at the end of a run that changed something."""
@@ -507,6 +525,8 @@ class LioBackend(object):
         desired = None
         try:
             current = lio.read_target(p['iqn'])
+            if current is not None and p['attributes']:
+                current['attributes'].update(lio_tpg_attributes(p['iqn'], p['attributes']))
             if p['state'] == 'absent':
                 changes = ['target %s deleted' % p['iqn']] if current else []
                 if changes and not module.check_mode:

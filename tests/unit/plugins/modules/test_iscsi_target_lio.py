@@ -103,3 +103,15 @@ def test_without_rtslib_says_what_to_install(capsys, monkeypatch, disks):
     monkeypatch.setitem(__import__('sys').modules, 'rtslib_fb', None)
     res = run(capsys, mod, dict(iqn=IQN, backend='lio', luns=[{'path': disks[0]}]))
     assert res['failed'] and 'python3-rtslib-fb' in res['msg']
+
+
+def test_tpg_attributes_compared_and_changed(capsys, fake, disks):
+    args = dict(iqn=IQN, backend='lio', luns=[{'path': disks[0], 'serial': 'lio0001'}],
+                attributes={'login_timeout': 15})
+    run(capsys, mod, args)
+    assert not run(capsys, mod, args)['changed']
+    res = run(capsys, mod, dict(args, attributes={'login_timeout': 20}), check=True)
+    assert res['changes'] == ['attribute login_timeout=20']
+    run(capsys, mod, dict(args, attributes={'login_timeout': 20}))
+    tpg = list(fake.STATE['targets'][IQN].tpgs)[0]
+    assert tpg.get_attribute('login_timeout') == '20'
