@@ -40,24 +40,35 @@ class Tgtd(object):
     """tgtd -f -C <control> --iscsi portal=127.0.0.1:<port>, never the system tgtd (control 0)."""
 
     def __init__(self):
+        self.port = self.control = None
+        self.proc = None
+
+    def pick_ports(self):
         self.port = free_port()
         # tgtd takes control ports up to 32767; pick one no other tgtd holds.
         self.control = next(c for c in range(23000 + self.port % 5000, 32000)
                             if not os.path.exists('/var/run/tgtd/socket.%d' % c))
-        self.proc = None
 
     def tgtadm(self, *args):
         return subprocess.run(['tgtadm', '-C', str(self.control), '--lld', 'iscsi'] + list(args),
                               capture_output=True, text=True, check=False)
 
-    def start(self):
-        self.proc = subprocess.Popen(['tgtd', '-f', '-C', str(self.control), '--iscsi',
-                                      'portal=127.0.0.1:%d' % self.port],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _i in range(200):
-            if self.tgtadm('--mode', 'system', '--op', 'show').returncode == 0:
-                return
-            time.sleep(0.05)
+    def start(self, keep_ports=False):
+        """Start tgtd; on a port clash with a parallel test (tgtd exits), try other ports."""
+        for _attempt in range(5):
+            if not keep_ports:
+                self.pick_ports()
+            self.proc = subprocess.Popen(['tgtd', '-f', '-C', str(self.control), '--iscsi',
+                                          'portal=127.0.0.1:%d' % self.port],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _i in range(200):
+                if self.proc.poll() is not None:
+                    break
+                if self.tgtadm('--mode', 'system', '--op', 'show').returncode == 0:
+                    return
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.kill()
         raise RuntimeError('tgtd did not start')
 
     def kill(self):
@@ -189,7 +200,7 @@ def test_tgtd_restart_keeps_target(capsys, tgtd, tmp_path, disks):
                 chap={'user': 'pve2', 'password': 'secret-in-0003'})
     conf = run(capsys, mod, args)['config_file']
     tgtd.kill()
-    tgtd.start()
+    tgtd.start(keep_ports=True)  # the same tgtd again, as after a service restart
     assert IQN not in tgtd.show()
     # What tgt.service does after starting tgtd.
     subprocess.run(['tgt-admin', '-C', str(tgtd.control), '-e', '-c', conf], check=True, capture_output=True)
