@@ -305,11 +305,10 @@ def desired_props(stype, sid, props):
     tdef = TYPES.get(stype)
     if tdef is None:
         raise SchemaError("unknown storage type %r (known: %s)" % (stype, ', '.join(sorted(TYPES))))
+    secrets = SECRET_PROPS.union(s.prop for s in tdef.secrets.values())
     out = {}
     for key, value in props.items():
-        if value is None:
-            continue
-        if key in SECRET_PROPS or key in [s.prop for s in tdef.secrets.values()]:
+        if key in secrets:
             raise SchemaError("'%s' is a secret: pass it with the module's no_log option instead; it is kept "
                               "under <config_root>/priv, never in storage.cfg" % key)
         if key not in tdef.options:
@@ -317,9 +316,16 @@ def desired_props(stype, sid, props):
             if key == 'shared' and tdef.shared:
                 hint = ' (type %s is always shared)' % stype
             raise SchemaError("property '%s' is not valid for storage type '%s'%s; valid: %s"
-                              % (key, stype, hint, ', '.join(sorted(k for k in tdef.options if k not in SECRET_PROPS))))
+                              % (key, stype, hint, ', '.join(sorted(k for k in tdef.options if k not in secrets))))
+        if value is None:
+            # null: remove the property (only optional, non-fixed ones can be removed, as in Proxmox)
+            if tdef.options[key] != 'o':
+                raise SchemaError("property '%s' is %s for storage type '%s' and cannot be removed"
+                                  % (key, 'fixed' if 'f' in tdef.options[key] else 'required', stype))
+            out[key] = None
+            continue
         out[key] = coerce_value(stype, key, value)
-    if sid == 'local' and (stype != 'dir' or out.get('path', '/var/lib/vz') != '/var/lib/vz' or 'nodes' in out):
+    if sid == 'local' and (stype != 'dir' or out.get('path', '/var/lib/vz') != '/var/lib/vz' or out.get('nodes')):
         raise SchemaError("storage 'local' must be type dir with path /var/lib/vz and no nodes: Proxmox "
                           "forces it so (PVE::Storage::Plugin::parse_config)")
     return out
@@ -335,7 +341,7 @@ def plan_present(cfg, sid, stype, props, purge=False):
         if stype is None:
             raise SchemaError("storage '%s' does not exist; give its type to create it" % sid)
         tdef = TYPES[stype]
-        new_props = dict(props)
+        new_props = dict((k, v) for k, v in props.items() if v is not None)
         if tdef.path_default and 'path' not in new_props:
             new_props['path'] = '/mnt/pve/%s' % sid  # what check_config does on create
         if tdef.custom and 'shared' not in new_props:
@@ -359,6 +365,9 @@ def plan_present(cfg, sid, stype, props, purge=False):
             if key not in props and 'r' not in flags and 'f' not in flags:
                 del new_props[key]
     for key, value in props.items():
+        if value is None:
+            new_props.pop(key, None)
+            continue
         if 'f' in tdef.options[key] and new_props.get(key) != value:
             raise SchemaError("property '%s' of storage '%s' is fixed after creation (now %r, requested %r); "
                               "Proxmox refuses to change it: remove the storage and add it again"

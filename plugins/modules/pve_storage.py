@@ -87,6 +87,7 @@ options:
       - The type-specific properties, with Proxmox's names as keys (for example C(path), C(vgname),
         C(thinpool), C(pool), C(sparse), C(server), C(export), C(prune-backups), C(api_url),
         C(transport_encryption)). Values are checked per type; booleans may be given as YAML booleans.
+      - A key with a null value removes that property (optional, non-fixed properties only).
       - Secrets are not accepted here; use I(password), I(keyring), I(encryption_key) or I(auth_token).
       - See C(docs/storage_cfg.md) in the collection for the properties of every type.
     type: dict

@@ -164,3 +164,18 @@ def test_section_equality_ignores_list_order():
     old, new = plan_present(cfg, 'v1', 'lvm', props)
     assert new is old
     assert isinstance(new, Section)
+
+
+def test_null_removes_an_optional_property_only():
+    cfg = StorageConfig.parse('dir: d1\n\tpath /x\n\tcontent iso\n\tmkdir 0\n')
+    old, new = plan_present(cfg, 'd1', 'dir', desired_props('dir', 'd1', {'mkdir': None}))
+    assert new.props == {'path': '/x', 'content': ['iso']}
+    old, new = plan_present(cfg, 'd1', 'dir', desired_props('dir', 'd1', {'shared': None}))
+    assert new is old
+    with pytest.raises(SchemaError) as e:
+        desired_props('dir', 'd1', {'path': None})
+    assert 'fixed' in str(e.value)
+    with pytest.raises(SchemaError) as e:
+        desired_props('esxi', 'e1', {'server': None})
+    assert 'required' in str(e.value)
+    assert plan_present(StorageConfig.parse(''), 'd2', 'dir', desired_props('dir', 'd2', {'path': '/y', 'mkdir': None}))[1].props == {'path': '/y'}
