@@ -140,7 +140,10 @@ class StorageCfgLock:
                 return
             except OSError as e:
                 if e.errno != errno.EEXIST:
-                    raise LockError("cannot take cluster lock %s: %s" % (self.path, e.strerror))
+                    hint = ''
+                    if self.pmxcfs and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        hint = ' (pmxcfs is read-only while the node has no quorum: check pvecm status)'
+                    raise LockError("cannot take cluster lock %s: %s%s" % (self.path, e.strerror, hint))
             self._expire_stale()
             if time.monotonic() >= deadline:
                 raise LockError("got lock request timeout: %s is held by another process for more than %d s "
