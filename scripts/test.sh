@@ -96,11 +96,29 @@ stage_lint() { ansible-lint --profile production; }
 
 stage_molecule() { molecule test --scenario-name default; }
 
+# Stages that share a directory under .cache/ (the synced ansible-test tree, the build output)
+# take a lock, so that several developers or shells on one machine do not trample each other.
+locked() {
+    local fd rc
+    mkdir -p "$root/.cache"
+    exec {fd}>"$root/.cache/$1.lock"
+    flock "$fd"
+    "${@:2}"
+    rc=$?
+    exec {fd}>&-
+    return "$rc"
+}
+
 declare -A result seconds
 for s in "${stages[@]}"; do
     printf '\n========== %s ==========\n' "$s"
     start=$SECONDS
-    if "stage_$s"; then result[$s]=passed; else result[$s]=FAILED; fi
+    case $s in
+    sanity | units | integration) runner=(locked ansible-test "stage_$s") ;;
+    build) runner=(locked build "stage_$s") ;;
+    *) runner=("stage_$s") ;;
+    esac
+    if "${runner[@]}"; then result[$s]=passed; else result[$s]=FAILED; fi
     seconds[$s]=$((SECONDS - start))
 done
 
