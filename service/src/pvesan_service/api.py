@@ -280,18 +280,19 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     # ------------------------------------------------------------ auth
-    def principal(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> Principal:
+    # async: cheap (cached token lookup), and no thread-pool hop per dependency
+    async def principal(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> Principal:
         return service.authenticate(creds.credentials if creds else None)
 
-    def writer(p: Principal = Depends(principal)) -> Principal:
+    async def writer(p: Principal = Depends(principal)) -> Principal:
         service.require_write(p)
         return p
 
-    def admin(p: Principal = Depends(principal)) -> Principal:
+    async def admin(p: Principal = Depends(principal)) -> Principal:
         service.require_admin(p, write=False)
         return p
 
-    def admin_writer(p: Principal = Depends(principal)) -> Principal:
+    async def admin_writer(p: Principal = Depends(principal)) -> Principal:
         service.require_admin(p, write=True)
         return p
 

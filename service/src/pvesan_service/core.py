@@ -33,6 +33,7 @@ log = logging.getLogger("pvesan.core")
 
 BASE_SNAPSHOT = "__base__"  # implicit snapshot for clones of a template (user names cannot start with _)
 TOKEN_PREFIX = "pvs_"
+AUTH_CACHE_TTL = 5.0
 
 
 def _j(value) -> str:
@@ -101,6 +102,7 @@ class Service:
         self._tlock = threading.Lock()  # target drivers keep per-daemon state: one call at a time
         self._glock = threading.Lock()
         self.target_up = True
+        self._auth_cache: dict[str, tuple[float, Principal]] = {}
         self.metrics = Metrics(self)
 
     # ---------------------------------------------------------------- auth / principals
@@ -109,16 +111,27 @@ class Service:
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
         if self._admin_hash and hmac.compare_digest(token_hash(token), self._admin_hash):
             return Principal(admin=True)
+        digest = token_hash(token)
+        hit = self._auth_cache.get(digest)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
         parts = token.split("_")
         if len(parts) == 3 and token.startswith(TOKEN_PREFIX):
             with self.store.tx() as t:
                 row = t.execute("SELECT k.*, t.name AS tenant FROM tokens k LEFT JOIN tenants t ON t.id = k.tenant_id "
                                 "WHERE k.id = ?", (parts[1],)).one()
-            if row and hmac.compare_digest(token_hash(token), row["hash"]):
+            if row and hmac.compare_digest(digest, row["hash"]):
                 if row["tenant_id"] is None:
-                    return Principal(admin=True, readonly=bool(row["readonly"]), token_id=row["id"])
-                return Principal(admin=False, tenant_id=row["tenant_id"], tenant=row["tenant"],
-                                 readonly=bool(row["readonly"]), token_id=row["id"])
+                    p = Principal(admin=True, readonly=bool(row["readonly"]), token_id=row["id"])
+                else:
+                    p = Principal(admin=False, tenant_id=row["tenant_id"], tenant=row["tenant"],
+                                  readonly=bool(row["readonly"]), token_id=row["id"])
+                # valid tokens are remembered briefly (revocation here clears it at once; other
+                # instances sharing a PostgreSQL database see it within AUTH_CACHE_TTL)
+                if len(self._auth_cache) > 10000:
+                    self._auth_cache.clear()
+                self._auth_cache[digest] = (time.monotonic() + AUTH_CACHE_TTL, p)
+                return p
         raise Unauthorized("invalid or revoked token")
 
     @staticmethod
@@ -220,6 +233,7 @@ class Service:
                     raise Conflict("tenant %r still has %d volume(s): delete them first" % (name, n))
                 t.execute("DELETE FROM tokens WHERE tenant_id = ?", (row["id"],))
                 t.execute("DELETE FROM tenants WHERE id = ?", (row["id"],))
+            self._auth_cache.clear()
 
     # ---------------------------------------------------------------- tokens
     def create_token(self, p: Principal, name: str, tenant: Optional[str], readonly: bool = False) -> dict:
@@ -268,6 +282,7 @@ class Service:
                 if not row or (not p.admin and row["tenant_id"] != p.tenant_id):
                     raise NotFound("token %r not found" % token_id)
                 t.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+            self._auth_cache.clear()
 
     # ---------------------------------------------------------------- pools
     def _pool_rows(self) -> list[dict]:
@@ -554,15 +569,15 @@ class Service:
                             chap_source, chap_data = "none", None
                         ts = now()
                         try:
-                            with self.store.tx() as t:
+                            with self.store.tx(durable=False) as t:
                                 self._check_quota(t, tenant_row, size)
                                 t.execute("INSERT INTO volumes (id, tenant_id, name, pool_id, service_type, size, thin, block_size, "
-                                          "vmid, tags, chap, chap_source, initiators, state, created_at, updated_at) "
-                                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
+                                          "vmid, tags, chap, chap_source, initiators, backing_path, state, created_at, updated_at) "
+                                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
                                           (vid, tenant["id"], name, pool["id"], st["name"], size, 1 if st["thin"] else 0,
                                            st["block_size"], vmid_of(name), _j(tags or []),
                                            _j(chap_data) if chap_data else None, chap_source,
-                                           None if initiators is None else _j(initiators), ts, ts))
+                                           None if initiators is None else _j(initiators), self.backend(pool).path(vid), ts, ts))
                         except UniqueViolation:
                             continue  # a concurrent create of the same name won: look again
                         break
@@ -600,12 +615,11 @@ class Service:
         """Phase 2 of a create/clone (the volume lock is held): backing volume, export, commit."""
         try:
             path = make()
-            with self.store.tx() as t:
-                t.execute("UPDATE volumes SET backing_path = ? WHERE id = ?", (path, vid))
             vol = self._volume_by_id(vid)
+            vol["backing_path"] = path  # usually what backend.path() said at insert; the backend has the last word
             self._export(vol)
             with self.store.tx() as t:
-                t.execute("UPDATE volumes SET state = 'ready', updated_at = ? WHERE id = ?", (now(), vid))
+                t.execute("UPDATE volumes SET state = 'ready', backing_path = ?, updated_at = ? WHERE id = ?", (path, now(), vid))
         except BaseException:
             self.undo_create(vid, backend)
             raise
@@ -738,7 +752,7 @@ class Service:
 
     def delete_row_and_storage(self, vol: dict) -> None:
         """Two-phase delete: mark 'deleting', remove export and backing volume, drop the rows."""
-        with self.store.tx() as t:
+        with self.store.tx(durable=False) as t:
             t.execute("UPDATE volumes SET state = 'deleting', updated_at = ? WHERE id = ?", (now(), vol["id"]))
         self._unexport(self._iqn(vol["tenant"], vol["id"]))
         self.backend(self._pool_by_id(vol["pool_id"])).delete(vol["id"])
@@ -773,7 +787,7 @@ class Service:
             return self._snap_out(old, vol["name"]), False
         sid = old["id"] if old else "s-" + secrets.token_hex(8)
         if not old:
-            with self.store.tx() as t:
+            with self.store.tx(durable=False) as t:
                 t.execute("INSERT INTO snapshots (id, volume_id, name, state, created_at) VALUES (?,?,?,'creating',?)",
                           (sid, vol["id"], snap, now()))
         backend = self.backend(self._pool_by_id(vol["pool_id"]))
@@ -860,7 +874,7 @@ class Service:
                     ts = now()
                     tenant_row = self._tenant_row(tenant["name"])
                     try:
-                        with self.store.tx() as t:
+                        with self.store.tx(durable=False) as t:
                             self._check_quota(t, tenant_row, src["size"])
                             t.execute("INSERT INTO volumes (id, tenant_id, name, pool_id, service_type, size, thin, block_size, "
                                       "vmid, tags, chap, chap_source, initiators, parent_id, parent_snapshot_id, state, "
