@@ -1,0 +1,106 @@
+#!/usr/bin/perl
+# The plugin's declarations against the test double of pve-storage (tests/perl/lib): API version
+# negotiation, properties, shared flag, volume names, token hooks. No service needed.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib", "$FindBin::Bin/../../roles/pve_host/files";
+use File::Temp qw(tempdir);
+use Test::More;
+
+use PVE::Storage;    # loaded before custom plugins, as in pve-storage
+require_ok('PVESANPlugin.pm');
+my $P = 'PVE::Storage::Custom::PVESANPlugin';
+isa_ok($P, 'PVE::Storage::Plugin');
+
+# --- API version negotiation (PVE 8.4: 11/2, 9.0: 12/3, 13/4, 9.1.6+: 15/6)
+for my $case ([11, 2, 11], [12, 3, 12], [13, 4, 13], [15, 6, 13], [16, 3, 13], [17, 3, 10], [9, 0, 10]) {
+    my ($ver, $age, $want) = @$case;
+    local $PVE::Storage::TEST_APIVER = $ver;
+    local $PVE::Storage::TEST_APIAGE = $age;
+    is($P->api(), $want, "APIVER $ver/APIAGE $age -> api() $want");
+    my $got = $P->api();
+    ok($got <= $ver && $got >= $ver - $age, "PVE $ver/$age accepts $got") if $want != 10;
+}
+
+# --- declarations
+is($P->type(), 'pvesan', 'type');
+my $pd = $P->plugindata();
+is_deeply($pd->{'sensitive-properties'}, { auth_token => 1 }, 'auth_token is a sensitive property');
+ok($pd->{content}->[0]->{images} && $pd->{content}->[1]->{images}, 'images content, default images');
+is_deeply($pd->{format}, [{ raw => 1 }, 'raw'], 'raw only');
+
+my $props = $P->properties();
+is_deeply([sort keys %$props],
+    [qw(api_url auth_token multipath query_exclude query_include service_type ssl_verify_peer transport_encryption)],
+    'the driver options of the guide');
+# Property names are global in pve-storage: none may collide with a built-in plugin's property
+# (names from pve-storage src/PVE/Storage/*Plugin.pm, PVE 8.4/9.0).
+my @builtin = qw(path content disable nodes shared format preallocation mkdir create-base-path create-subdirs
+    is_mountpoint server export options username password domain share smbversion subdir volume transport
+    portal target iscsiprovider pool blocksize sparse nowritecache comstar_hg comstar_tg lio_tpg vgname base
+    saferemove saferemove_throughput tagged_only thinpool monhost krbd keyring namespace datastore
+    fingerprint encryption-key master-pubkey port fs-name bwlimit content-dirs prune-backups
+    max-protected-backups maxfiles skip-cert-verification snapshot-as-volume-chain data-pool);
+my %builtin = map { $_ => 1 } @builtin;
+ok(!$builtin{$_}, "property '$_' does not collide with a built-in one") for keys %$props;
+my $opts = $P->options();
+ok($opts->{api_url}->{fixed}, 'api_url is fixed after creation');
+ok($opts->{$_}->{optional}, "$_ optional") for qw(auth_token ssl_verify_peer multipath transport_encryption nodes shared disable content);
+
+# --- shared without `shared 1`: PVE::Storage::Plugin::parse_config marks @SHARED_STORAGE types
+my $ids = PVE::Storage::Plugin::apply_shared_flag({
+    san => { type => 'pvesan', api_url => 'https://x' },
+    loc => { type => 'dir', path => '/var/lib/vz' },
+});
+is($ids->{san}->{shared}, 1, 'a pvesan storage is shared without shared 1');
+ok(!$ids->{loc}->{shared}, 'a dir storage is not');
+is(scalar(grep { $_ eq 'pvesan' } @PVE::Storage::Plugin::SHARED_STORAGE), 1, 'listed once');
+
+# --- volume names (Proxmox naming; linked clones carry their base)
+is_deeply([$P->parse_volname('vm-100-disk-0')], ['images', 'vm-100-disk-0', 100, undef, undef, '', 'raw'], 'vm disk');
+is_deeply([$P->parse_volname('base-100-disk-1')], ['images', 'base-100-disk-1', 100, undef, undef, 1, 'raw'], 'base disk');
+is_deeply([$P->parse_volname('base-100-disk-1/vm-101-disk-0')],
+    ['images', 'vm-101-disk-0', 101, 'base-100-disk-1', 100, '', 'raw'], 'linked clone');
+is(($P->parse_volname('vm-100-state-snap1'))[1], 'vm-100-state-snap1', 'vm state volume');
+for my $bad ('disk-0', 'vm-abc-disk-0', '100/vm-100-disk-0.raw', 'vm-100-disk-0; rm -rf /', 'VM-100-disk-0') {
+    eval { $P->parse_volname($bad) };
+    like($@, qr/unable to parse pvesan volume name/, "rejects '$bad'");
+}
+
+# --- features
+ok($P->volume_has_feature({}, 'snapshot', 's', 'vm-100-disk-0'), 'snapshot current');
+ok($P->volume_has_feature({}, 'clone', 's', 'base-100-disk-0'), 'clone from base');
+ok(!$P->volume_has_feature({}, 'clone', 's', 'vm-100-disk-0'), 'no linked clone of a non-template');
+ok($P->volume_has_feature({}, 'template', 's', 'vm-100-disk-0'), 'template');
+ok(!$P->volume_has_feature({}, 'copy', 's', 'vm-100-disk-0', 'snap1'), 'no copy from a snapshot (not mappable)');
+ok($P->volume_has_feature({}, 'rename', 's', 'vm-100-disk-0'), 'rename');
+
+# --- token hooks: kept in priv/storage/<id>.pw (0600), never in storage.cfg
+my $priv = tempdir(CLEANUP => 1);
+local $PVE::Storage::Custom::PVESANPlugin::PRIV_DIR = "$priv/storage";
+my @log;
+local $PVE::Storage::Custom::PVESANPlugin::LOGGER = sub { push @log, @_ };
+my $secret = 'pvs_abc_SECRETSECRETSECRET';
+$P->on_add_hook('san1', { type => 'pvesan' }, auth_token => $secret);
+my $file = "$priv/storage/san1.pw";
+ok(-f $file, 'token file written');
+is((stat($file))[2] & 07777, 0600, 'token file is 0600');
+is(do { local (@ARGV, $/) = ($file); <> }, "$secret\n", 'token file content');
+$P->on_update_hook('san1', { type => 'pvesan' }, auth_token => "${secret}2");
+is(do { local (@ARGV, $/) = ($file); <> }, "${secret}2\n", 'token replaced on update');
+$P->on_update_hook('san1', { type => 'pvesan' }, content => 'images');
+ok(-f $file, 'token kept when not part of the update');
+$P->on_update_hook('san1', { type => 'pvesan' }, auth_token => undef);
+ok(!-e $file, 'token removed when deleted in the update');
+$P->on_add_hook('san1', { type => 'pvesan' }, auth_token => $secret);
+$P->on_delete_hook('san1', { type => 'pvesan' });
+ok(!-e $file, 'token removed with the storage');
+ok(scalar(grep { /^pvesan: on_add_hook\(/ } @log), 'hook calls are logged with the pvesan: tag');
+ok(!grep({ /SECRET/ } @log), 'the token never appears in the log') or diag explain \@log;
+
+# --- missing token: the error says how to fix it
+eval { PVE::Storage::Custom::PVESANPlugin::_read_token('nosuch') };
+like($@, qr/pvesm set nosuch --auth_token/, 'missing token error tells how to set it');
+
+done_testing();
