@@ -1,7 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark: 4k write IOPS at queue depth 16 through an export made by the service's storage
-layer (file backend volume + tgt driver, as the service makes every volume) against a hand-made
-tgt export of the same kind of file (truncate + plain tgtadm commands), in the same run, on the
+layer (file backend volume + tgt driver with its defaults, as the service makes every volume)
+against hand-made tgt exports of the same kind of file (truncate + plain tgtadm commands, with
+tgt's default backing store ``rdwr`` and with ``aio``, the driver's), in the same run, on the
 same loop-mounted XFS (reflink=1, as a file pool), through one private tgtd.
 
 Client: ``qemu-img bench -w -c N -d 16 -s 4k -S <stride> -f raw iscsi://...`` (QEMU's libiscsi,
@@ -52,6 +53,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=50000, help="4k writes per measurement")
+    parser.add_argument("--tgtd-threads", type=int, default=0, help="tgtd -t (I/O threads per rdwr LUN; 0: tgtd's default, 16)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (loop mount and tgtd)")
@@ -66,7 +68,8 @@ def main():
         run("truncate", "-s", "4G", image)
         run("mkfs.xfs", "-q", "-m", "reflink=1", image)
         run("mount", "-o", "loop", image, mnt)
-        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", "portal=127.0.0.1:%d" % port],
+        threads = ["-t", str(args.tgtd_threads)] if args.tgtd_threads else []
+        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), *threads, "--iscsi", "portal=127.0.0.1:%d" % port],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while run("tgtadm", "-C", str(control), "--mode", "system", "--op", "show", check=False).returncode:
             time.sleep(0.05)
@@ -80,28 +83,33 @@ def main():
         path = pool.create("v-0000000000000001", SIZE)
         driver.export(Export(iqn=svc_iqn, lun=1, backing_path=path, serial="v0000000000000001"))
 
-        # by hand: the same kind of file, the same tgtd, plain tgtadm commands
-        hand_iqn = "iqn.2026-11.io.example:bench.hand"
-        hand_file = os.path.join(mnt, "hand.img")
-        run("truncate", "-s", str(SIZE), hand_file)
+        # by hand: the same kind of file, the same tgtd, plain tgtadm commands; once with tgt's
+        # default backing store (rdwr) and once with the driver's (aio)
+        urls = {"service": "iscsi://127.0.0.1:%d/%s/1" % (port, svc_iqn)}
         tgtadm = ["tgtadm", "-C", str(control), "--lld", "iscsi"]
-        run(*tgtadm, "--op", "new", "--mode", "target", "--tid", "100", "-T", hand_iqn)
-        run(*tgtadm, "--op", "new", "--mode", "logicalunit", "--tid", "100", "--lun", "1", "-b", hand_file)
-        run(*tgtadm, "--op", "bind", "--mode", "target", "--tid", "100", "-I", "ALL")
+        for tid, bstype in ((100, "rdwr"), (101, "aio")):
+            hand_iqn = "iqn.2026-11.io.example:bench.hand-" + bstype
+            hand_file = os.path.join(mnt, "hand-%s.img" % bstype)
+            run("truncate", "-s", str(SIZE), hand_file)
+            run(*tgtadm, "--op", "new", "--mode", "target", "--tid", str(tid), "-T", hand_iqn)
+            run(*tgtadm, "--op", "new", "--mode", "logicalunit", "--tid", str(tid), "--lun", "1", "-b", hand_file, "--bstype", bstype)
+            run(*tgtadm, "--op", "bind", "--mode", "target", "--tid", str(tid), "-I", "ALL")
+            urls["hand-" + bstype] = "iscsi://127.0.0.1:%d/%s/1" % (port, hand_iqn)
 
-        urls = {"service": "iscsi://127.0.0.1:%d/%s/1" % (port, svc_iqn), "hand": "iscsi://127.0.0.1:%d/%s/1" % (port, hand_iqn)}
         for url in urls.values():  # warm-up: allocate the blocks the rounds will overwrite
             bench(url, args.count)
-        results = {"service": [], "hand": []}
+        kinds = list(urls)
+        results = dict((kind, []) for kind in kinds)
         for i in range(args.rounds):
-            order = ("service", "hand") if i % 2 == 0 else ("hand", "service")
-            for kind in order:
+            for kind in kinds[i % 3:] + kinds[:i % 3]:  # rotate who goes first
                 results[kind].append(bench(urls[kind], args.count))
-            print("round %d: service %.0f IOPS, hand-made %.0f IOPS" % (i + 1, results["service"][-1], results["hand"][-1]))
-        svc, hand = statistics.median(results["service"]), statistics.median(results["hand"])
+            print("round %d: " % (i + 1) + ", ".join("%s %.0f" % (k, results[k][-1]) for k in kinds) + " IOPS", flush=True)
+        med = dict((k, statistics.median(v)) for k, v in results.items())
+        print("tgtd I/O threads per rdwr LUN: %s" % (args.tgtd_threads or "16 (default)"))
         print("command: qemu-img bench -w -c %d -d 16 -s 4k -S %d -f raw iscsi://127.0.0.1:<port>/<iqn>/1" % (args.count, STRIDE))
-        print("median 4k write IOPS (QD16): service-made export %.0f, hand-made export %.0f" % (svc, hand))
-        print("ratio service/hand-made: %.3f (target >= 0.95)" % (svc / hand))
+        print("median 4k write IOPS (QD16): " + ", ".join("%s %.0f" % (k, med[k]) for k in kinds))
+        print("ratio service/hand-made rdwr (tgt default): %.3f (target >= 0.95)" % (med["service"] / med["hand-rdwr"]))
+        print("ratio service/hand-made aio (same backing store type): %.3f (target >= 0.95)" % (med["service"] / med["hand-aio"]))
     finally:
         if tgtd is not None:
             out = run("tgtadm", "-C", str(control), "--mode", "target", "--op", "show", check=False).stdout

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
+from pvesan_service.targets.tgtadm import parse_show
 
 MiB = 1024 * 1024
 PREFIX = "iqn.2026-11.io.pvesan:test."
@@ -228,6 +229,27 @@ def test_unexport_ends_export(tgtd, driver, volume):
     assert iqn not in driver.list_exports()
     assert inq(tgtd.url(iqn, "gone-user", "gone-secret-123")).returncode != 0
     assert "gone-user" not in tgtd.tgtadm("--mode", "account", "--op", "show").stdout
+
+
+def test_unexport_ends_an_active_session(tgtd, driver, volume):
+    iqn = PREFIX + "v-busy"
+    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vbusy"))
+    client = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 20000", tgtd.url(iqn)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for dummy in range(600):  # wait until tgtd shows the session
+            shown = parse_show(tgtd.tgtadm("--mode", "target", "--op", "show").stdout)
+            if any(t["iqn"] == iqn and t["sessions"] for t in shown):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("qemu-io never logged in")
+        driver.unexport(iqn)  # a plain delete would fail: "this target is still active"
+        assert iqn not in driver.list_exports()
+        assert iqn not in tgtd.tgtadm("--mode", "target", "--op", "show").stdout
+    finally:
+        client.kill()
+        client.wait()
 
 
 def test_foreign_targets_are_left_alone_and_tid_clash_is_handled(tgtd, driver, volume):
