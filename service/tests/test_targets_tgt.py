@@ -283,6 +283,18 @@ def test_tgtd_restart_is_detected_and_exports_restored(tgtd, driver, volume):
     assert inq(tgtd.url(iqn)).returncode != 0  # CHAP restored too
 
 
+def test_failed_export_leaves_nothing_behind(tgtd, driver, tmp_path):
+    iqn = PREFIX + "v-broken"
+    with pytest.raises(TargetError, match="export of .*v-broken failed"):
+        driver.export(Export(iqn=iqn, lun=1, backing_path=str(tmp_path / "missing.img"), serial="vbroken"))
+    assert iqn not in tgtd.tgtadm("--mode", "target", "--op", "show").stdout
+    path = tmp_path / "now.img"
+    path.write_bytes(b"")
+    os.truncate(path, 1024 * 1024)
+    driver.export(Export(iqn=iqn, lun=1, backing_path=str(path), serial="vbroken", initiators=["127.0.0.1", "127.0.0.1"]))
+    assert inq(tgtd.url(iqn)).returncode == 0
+
+
 def test_bad_arguments():
     with pytest.raises(TargetError, match="bstype"):
         make_target_driver("tgt", bstype="sg")

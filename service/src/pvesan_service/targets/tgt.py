@@ -77,7 +77,8 @@ class TgtDriver(TargetDriver):
             chap = {"user": export.chap.user, "password": export.chap.password}
             if export.chap.mutual_user:
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
-        return {"iqn": export.iqn, "luns": [lun], "initiators": list(export.initiators), "chap": chap, "mutual_chap": mutual}
+        initiators = list(dict.fromkeys(export.initiators))  # without duplicates, in order
+        return {"iqn": export.iqn, "luns": [lun], "initiators": initiators, "chap": chap, "mutual_chap": mutual}
 
     def _up_to_date(self, have: dict, want: dict) -> bool:
         def lun_key(lun):
@@ -123,6 +124,8 @@ class TgtDriver(TargetDriver):
                         raise TargetError("IQN %s already exists in tgtd (tid %s)" % (export.iqn, targets[export.iqn]["tid"])) from exc
                     self._apply_fresh(export, apply, targets)
                     return
+                if have is None:  # leave nothing half-made behind
+                    self.tgt.cmd("--mode", "target", "--op", "delete", "--force", "--tid", apply["tid"], check=False)
                 self._targets = None  # unknown partial state: re-read next time
                 raise TargetError("export of %s failed: %s%s" % (export.iqn, exc, self._hint(exc))) from exc
             self._remember(export, want, have, apply)
