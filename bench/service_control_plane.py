@@ -49,8 +49,9 @@ def ms(x):
 
 
 class Bench:
-    def __init__(self, top, bstype):
+    def __init__(self, top, bstype, sync="FULL"):
         self.top = top
+        self.sync = sync
         self.bstype = bstype
         self.port, self.iscsi = free_port(), free_port()
         self.control = 10000 + self.iscsi % 10000
@@ -83,7 +84,7 @@ class Bench:
                        "iqn_prefix": IQN, "portals": ["127.0.0.1:%d" % self.iscsi],
                        "target": {"driver": "tgt", "control_port": self.control, "bstype": self.bstype},
                        "pools": [{"name": "pool", "kind": "file", "options": {"path": self.pool}}],
-                       "access_log": False, "log_level": "warning"}, fh)  # JSON is valid YAML
+                       "sqlite_synchronous": self.sync, "access_log": False, "log_level": "warning"}, fh)  # JSON is valid YAML
         self.log = open(os.path.join(self.top, "server.log"), "wb")
         self.srv = subprocess.Popen([sys.executable, "-m", "pvesan_service.server", "-c", cfg], stdout=self.log,
                                     stderr=subprocess.STDOUT)
@@ -121,8 +122,9 @@ class Bench:
             th.join()
 
     # the same work by hand: what the tgt driver does per create / delete
+    # tids count down from 1,000,000: the driver gives new targets max(tid)+1, so no collision
     def base_create(self, i):
-        tid, path = 900000 + i, os.path.join(self.base, "v%d.img" % i)
+        tid, path = 1000000 - i, os.path.join(self.base, "v%d.img" % i)
         with open(path, "wb") as f:
             f.truncate(1 << 20)
         self.tgtadm("--mode", "target", "--op", "new", "--tid", str(tid), "--targetname", BASE_IQN + str(i))
@@ -133,7 +135,7 @@ class Bench:
         self.tgtadm("--mode", "target", "--op", "bind", "--tid", str(tid), "--initiator-address", "ALL")
 
     def base_delete(self, i):
-        self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", str(900000 + i))
+        self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", str(1000000 - i))
         os.unlink(os.path.join(self.base, "v%d.img" % i))
 
     def level(self, existing, samples):
@@ -205,6 +207,8 @@ def main():
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--bstype", default=None, help="tgt backing-store type for both sides (default: the driver's)")
+    ap.add_argument("--sqlite-synchronous", default="FULL", choices=["FULL", "NORMAL"],
+                    help="service setting (FULL, the default, flushes every acknowledged change)")
     ap.add_argument("--dir", help="work directory (default: a new temp dir, removed after)")
     args = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("tgtd"):
@@ -214,8 +218,8 @@ def main():
         import inspect
         from pvesan_service.targets.tgt import TgtDriver
         args.bstype = inspect.signature(TgtDriver.__init__).parameters["bstype"].default
-    print("tgt bstype: %s (service and baseline)" % args.bstype, flush=True)
-    b = Bench(top, args.bstype)
+    print("tgt bstype: %s (service and baseline); sqlite_synchronous: %s" % (args.bstype, args.sqlite_synchronous), flush=True)
+    b = Bench(top, args.bstype, args.sqlite_synchronous)
     results = {"levels": []}
     try:
         b.start()

@@ -132,6 +132,10 @@ def test_volume_lifecycle(api):
     assert names(vmid=9) == ["base-9-disk-0"]
     assert names(tag="web") == ["base-9-disk-0", "vm-100-disk-0"]
     assert names(tag="we") == []
+    full = t.get("/api/v1/volumes", params={"detail": True, "prefix": "vm-100"}).json()
+    assert full[0]["export"]["iqn"] == iqn and full[0]["size"] == 10 * GiB
+    summary = t.get("/api/v1/volumes", params={"prefix": "vm-100"}).json()
+    assert summary[0]["iqn"] == iqn and "export" not in summary[0] and summary[0]["vmid"] == 100
     # grow; shrink refused
     r = t.post("/api/v1/volumes/vm-100-disk-0/resize", json={"size": "12G"})
     assert r.status_code == 200 and r.json()["size"] == 12 * GiB and ("refresh", iqn) in api.target.calls

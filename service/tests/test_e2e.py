@@ -62,7 +62,7 @@ def consistent(srv, tgtd):
     ours = sorted(t for t in tgtd.targets() if t.startswith(IQN_PREFIX + ":"))
     files = sorted(f[:-4] for f in os.listdir(srv.pool_path) if f.endswith(".img"))
     assert all(v["state"] == "ready" for v in vols)
-    assert ours == sorted(v["export"]["iqn"] for v in vols), "tgtd targets differ from the database"
+    assert ours == sorted(v["iqn"] for v in vols), "tgtd targets differ from the database"
     assert files == sorted(v["id"] for v in vols), "pool files differ from the database"
     return vols
 

@@ -180,6 +180,20 @@ class VolumeOut(BaseModel):
     updated_at: str
 
 
+class VolumeSummary(BaseModel):
+    id: str
+    name: str
+    size: int
+    vmid: Optional[int]
+    tags: list[str]
+    state: str
+    pool: Optional[str]
+    parent: Optional[str]
+    parent_snapshot: Optional[str]
+    iqn: str
+    created_at: str
+
+
 class SnapshotOut(BaseModel):
     name: str
     id: str
@@ -417,12 +431,13 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
             body.tags, body.initiators, body.chap.model_dump() if body.chap else None)
         return J(vol, 201 if created else 200)
 
-    @app.get("/api/v1/volumes", tags=["volumes"], response_model=list[VolumeOut])
+    @app.get("/api/v1/volumes", tags=["volumes"], response_model=list[Union[VolumeOut, VolumeSummary]])
     def list_volumes(p: Principal = Depends(principal), tenant: Optional[str] = TenantQ,
                      prefix: Optional[str] = Query(None, max_length=63),
                      vmid: Optional[int] = Query(None, ge=0, le=999999999),
-                     tag: Optional[str] = Query(None, pattern=TAG)):
-        return J(service.list_volumes(service.scope(p, tenant), prefix, vmid, tag))
+                     tag: Optional[str] = Query(None, pattern=TAG),
+                     detail: bool = Query(False, description="full volume objects (with export) instead of summaries")):
+        return J(service.list_volumes(service.scope(p, tenant), prefix, vmid, tag, detail))
 
     @app.get("/api/v1/volumes/{name}", tags=["volumes"], response_model=VolumeOut)
     def get_volume(name: str, p: Principal = Depends(principal), tenant: Optional[str] = TenantQ):

@@ -268,7 +268,7 @@ def run(a, c: Client):
             body["chap"] = chap
         return c.call("POST", "/api/v1/volumes", body)
     if cmd == ("volume", "list"):
-        return c.call("GET", "/api/v1/volumes", query={"prefix": a.prefix, "vmid": a.vmid, "tag": a.tag})
+        return c.call("GET", "/api/v1/volumes", query={"prefix": a.prefix, "vmid": a.vmid, "tag": a.tag, "detail": a.detail})
     if cmd == ("volume", "show"):
         return c.call("GET", v + q(a.name))
     if cmd == ("volume", "resize"):
@@ -404,6 +404,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix")
     p.add_argument("--vmid", type=int)
     p.add_argument("--tag")
+    p.add_argument("--detail", action="store_true", help="full volume objects with their export")
     g.add_parser("show").add_argument("name")
     p = g.add_parser("resize", help="grow to an absolute size")
     p.add_argument("name")

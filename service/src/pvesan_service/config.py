@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "pools": [],
     "service_types": [],
     "reconcile_interval": 5.0,
+    "reconcile_full_interval": 600.0,
     "capacity_ttl": 2.0,
     "metrics_public": False,
     "log_format": "json",  # json | text

@@ -11,6 +11,7 @@ the database (a concurrent create of the same name waits for the first and then 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -103,6 +104,7 @@ class Service:
         self._glock = threading.Lock()
         self.target_up = True
         self._auth_cache: dict[str, tuple[float, Principal]] = {}
+        self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pvesan-commit")
         self.metrics = Metrics(self)
 
     # ---------------------------------------------------------------- auth / principals
@@ -613,14 +615,26 @@ class Service:
 
     def _finish_create(self, vid: str, backend: VolumeBackend, make: Callable[[], str]) -> dict:
         """Phase 2 of a create/clone (the volume lock is held): backing volume, export, commit."""
+        commit = None
         try:
             path = make()
             vol = self._volume_by_id(vid)
             vol["backing_path"] = path  # usually what backend.path() said at insert; the backend has the last word
+
+            def ready():
+                with self.store.tx() as t:
+                    t.execute("UPDATE volumes SET state = 'ready', backing_path = ?, updated_at = ? WHERE id = ?",
+                              (path, now(), vid))
+
+            # The durable 'ready' commit (an fsync) runs while the target exports: a crash in
+            # between leaves a ready volume without export, which the reconciler exports at
+            # start-up; the caller had no answer yet and a retried create returns the volume.
+            commit = self._committer.submit(ready)
             self._export(vol)
-            with self.store.tx() as t:
-                t.execute("UPDATE volumes SET state = 'ready', backing_path = ?, updated_at = ? WHERE id = ?", (path, now(), vid))
+            commit.result()
         except BaseException:
+            if commit is not None:
+                concurrent.futures.wait([commit])
             self.undo_create(vid, backend)
             raise
         return self._volume_out(self._volume_by_id(vid))
@@ -643,21 +657,35 @@ class Service:
 
     # ---------------------------------------------------------------- volumes: read
     def list_volumes(self, tenant: dict, prefix: Optional[str] = None, vmid: Optional[int] = None,
-                     tag: Optional[str] = None) -> list[dict]:
-        sql = self._VOL_SELECT + "WHERE v.tenant_id = ? AND v.state <> 'deleting'"
+                     tag: Optional[str] = None, detail: bool = False) -> list[dict]:
+        """Volumes of a tenant, by name.  Summaries by default (what a storage listing needs;
+        5,000 of them in well under 100 ms); ``detail`` gives full objects with the export."""
+        where = " WHERE v.tenant_id = ? AND v.state <> 'deleting'"
         params: list[Any] = [tenant["id"]]
         if prefix:
-            sql += " AND substr(v.name, 1, ?) = ?"
+            where += " AND substr(v.name, 1, ?) = ?"
             params += [len(prefix), prefix]
         if vmid is not None:
-            sql += " AND v.vmid = ?"
+            where += " AND v.vmid = ?"
             params.append(vmid)
         if tag:
-            sql += " AND v.tags LIKE ?"  # tags are a JSON list of strings without quotes or wildcards
+            where += " AND v.tags LIKE ?"  # tags are a JSON list of strings without quotes or wildcards
             params.append('%' + json.dumps(tag) + '%')
+        if detail:
+            with self.store.tx() as t:
+                rows = t.execute(self._VOL_SELECT + where + " ORDER BY v.name", params).all()
+            return [self._volume_out(r) for r in rows]
         with self.store.tx() as t:
-            rows = t.execute(sql + " ORDER BY v.name", params).all()
-        return [self._volume_out(r) for r in rows]
+            rows = t.execute("SELECT v.id, v.name, v.size, v.vmid, v.tags, v.state, v.pool_id, v.created_at, "
+                             "p.name AS parent, s.name AS parent_snapshot FROM volumes v "
+                             "LEFT JOIN volumes p ON p.id = v.parent_id LEFT JOIN snapshots s ON s.id = v.parent_snapshot_id"
+                             + where + " ORDER BY v.name", params).rows()
+        pools = {p["id"]: p["name"] for p in self._pool_rows()}
+        iqn = self._iqn(tenant["name"], "")
+        return [{"id": r["id"], "name": r["name"], "size": r["size"], "vmid": r["vmid"],
+                 "tags": [] if r["tags"] == "[]" else json.loads(r["tags"]), "state": r["state"],
+                 "pool": pools.get(r["pool_id"]), "parent": r["parent"], "parent_snapshot": r["parent_snapshot"],
+                 "iqn": iqn + r["id"], "created_at": r["created_at"]} for r in rows]
 
     def get_volume(self, tenant: dict, name: str) -> dict:
         return self._volume_out(self._volume(tenant, name))

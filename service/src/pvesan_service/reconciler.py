@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 
 from .backends.base import NotFound as BackendNotFound
 
@@ -113,9 +114,11 @@ def reconcile(service, reason: str = "manual") -> dict:
 class Reconciler:
     """Background thread: watches the target daemon and reconciles after it was down/restarted."""
 
-    def __init__(self, service, interval: float = 5.0):
+    def __init__(self, service, interval: float = 5.0, full_interval: float = 600.0):
         self.service = service
         self.interval = interval
+        self.full_interval = full_interval  # also repair drift nobody signalled (a target removed by hand)
+        self._last_full = time.monotonic()
         self._stop = threading.Event()
         self._thread = None
         self.runs = 0
@@ -133,13 +136,19 @@ class Reconciler:
         was_up = s.target_up
         s.target_up = up
         if up and (not was_up or gen != self._last_gen):
-            self._last_gen = gen
-            reconcile(s, "target_restart")
-            self.runs += 1
-            return True
-        return False
+            reason = "target_restart"
+        elif up and time.monotonic() - self._last_full >= self.full_interval:
+            reason = "periodic"
+        else:
+            return False
+        self._last_gen = gen
+        self._last_full = time.monotonic()
+        reconcile(s, reason)
+        self.runs += 1
+        return True
 
     def start(self) -> None:
+        self._last_gen = self._generation()  # the start-up reconcile already matched this instance
         self._thread = threading.Thread(target=self._loop, name="pvesan-reconciler", daemon=True)
         self._thread.start()
 

@@ -73,7 +73,7 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
     for st in cfg["service_types"]:
         st = dict(st)
         service.create_service_type(st.pop("name"), replace=True, **st)
-    return service, Reconciler(service, float(cfg["reconcile_interval"]))
+    return service, Reconciler(service, float(cfg["reconcile_interval"]), float(cfg["reconcile_full_interval"]))
 
 
 def main(argv=None) -> int:
