@@ -104,7 +104,11 @@ class Resolver(object):
         return found
 
     def same_disk(self, wanted_real, reported):
-        """True when zpool's reported device is the wanted device or the partition ZFS made on it."""
+        """True when zpool's reported device is the wanted device or the partition ZFS made on it.
+        A reported name without a path (`zpool status` without -P prints the last component,
+        e.g. a by-id name) is looked up the way a wanted short name is."""
+        if not reported.startswith('/'):
+            reported = self.resolve(reported)
         if reported in (wanted_real, partition_one(wanted_real)):
             return True
         return reported.startswith('/dev/') and reported in self.partitions(wanted_real)
@@ -136,15 +140,22 @@ def parse_status(text):
         start = next(i for i, line in enumerate(lines) if line.strip().startswith('NAME') and 'STATE' in line)
     except StopIteration:
         raise PoolError('unexpected zpool status output (no config section):\n%s' % text)
+    # zpool prints the config indented by one tab; copies of it (terminals, pastes, `awk`) often
+    # have spaces instead. Depth is counted from whatever margin the NAME header has.
+    header = lines[start]
+    margin = header[:len(header) - len(header.lstrip())]
     layout = []
     cls = 'data'
     current = None
+    spare_group = None  # [depth, leaves seen] of an active spare-N inside the current vdev
     for line in lines[start + 2:]:  # skip the header and the pool's own line
         if not line.strip() or line.startswith('errors:'):
             break
-        body = line[1:] if line.startswith('\t') else line
+        body = line[len(margin):] if line.startswith(margin) else line.lstrip('\t')
         depth = (len(body) - len(body.lstrip(' '))) // 2
         name = body.split()[0]
+        if spare_group and depth <= spare_group[0]:
+            spare_group = None
         if depth == 0:
             cls = STATUS_CLASS.get(name, cls)
             current = None
@@ -156,8 +167,18 @@ def parse_status(text):
             current = {'class': cls, 'type': kind, 'name': name, 'disks': [] if kind != 'disk' else [name]}
             layout.append(current)
         elif current is not None and current['type'] != 'disk':
-            # Leaves of the vdev; spare-N / replacing-N in the middle of a resilver are flattened.
-            if not re.match(r'^(spare|replacing)-[0-9]+$', name):
+            # Leaves of the vdev; replacing-N in the middle of a resilver is flattened. In an active
+            # spare-N the first leaf is the member and the others are the hot spares standing in
+            # for it (listed under spares as INUSE, or a dRAID distributed spare): not members.
+            if re.match(r'^spare-[0-9]+$', name):
+                spare_group = [depth, 0]
+            elif re.match(r'^replacing-[0-9]+$', name):
+                continue
+            elif spare_group and depth == spare_group[0] + 1:
+                spare_group[1] += 1
+                if spare_group[1] == 1:
+                    current['disks'].append(name)
+            else:
                 current['disks'].append(name)
     return layout
 
