@@ -243,7 +243,6 @@ class Server:
         with open(self.config, "w") as fh:
             yaml.safe_dump(cfg, fh)
         self.proc = None
-        self._clients = []
 
     def start(self):
         logf = open(self.log, "ab")
@@ -261,9 +260,6 @@ class Server:
             return False
 
     def stop(self):
-        for c in self._clients:  # open keep-alive connections would hold up the graceful shutdown
-            c.close()
-        self._clients = []
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -280,9 +276,8 @@ class Server:
         import ssl
         import httpx
         headers = {"Authorization": "Bearer " + token} if token else {}
-        c = httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.cert), headers=headers, timeout=timeout)
-        self._clients.append(c)
-        return c
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.cert), headers=headers,
+                            timeout=timeout)
 
     def cli(self, *args, token=None, json_out=True, env_extra=None):
         env = dict(os.environ, PVESAN_API_URL=self.url, PVESAN_TOKEN=token or ADMIN_TOKEN, PVESAN_CA=self.cert)
