@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Control-plane benchmark of pvesan-service against a bare tgtadm + truncate loop.
 
 Runs a real pvesan-service (HTTPS, SQLite, file pool, private tgtd) and measures, with 0, 1,000
@@ -67,9 +67,9 @@ class Bench:
     def start(self):
         self.tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.iscsi],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
+        for dummy in range(200):
             if subprocess.run(["tgtadm", "-C", str(self.control), "--mode", "system", "--op", "show"],
-                              capture_output=True).returncode == 0:
+                              capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.05)
         cert, key = os.path.join(self.top, "cert.pem"), os.path.join(self.top, "key.pem")
@@ -90,7 +90,7 @@ class Bench:
                                     stderr=subprocess.STDOUT)
         import httpx
         self.ctx = ssl.create_default_context(cafile=cert)
-        for _ in range(300):
+        for dummy in range(300):
             try:
                 if httpx.get("https://127.0.0.1:%d/healthz" % self.port, verify=self.ctx).status_code == 200:
                     break
@@ -171,13 +171,13 @@ class Bench:
         c = self.client()
         n = len(c.get("/api/v1/volumes").json())
         lst = []
-        for _ in range(runs_list):
+        for dummy in range(runs_list):
             t0 = time.perf_counter()
             r = c.get("/api/v1/volumes")
             r.json()
             lst.append(time.perf_counter() - t0)
         st = []
-        for _ in range(runs_status):
+        for dummy in range(runs_status):
             t0 = time.perf_counter()
             c.get("/api/v1/status").raise_for_status()
             st.append(time.perf_counter() - t0)
@@ -202,7 +202,7 @@ class Bench:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--levels", default="0,1000,5000")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--json", help="write the results here too")

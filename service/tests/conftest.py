@@ -283,7 +283,7 @@ class Server:
         env = dict(os.environ, PVESAN_API_URL=self.url, PVESAN_TOKEN=token or ADMIN_TOKEN, PVESAN_CA=self.cert)
         env.update(env_extra or {})
         argv = [sys.executable, "-m", "pvesan_service.cli"] + (["--json"] if json_out else []) + list(args)
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")

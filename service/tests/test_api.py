@@ -126,7 +126,10 @@ def test_volume_lifecycle(api):
     # list filters
     t.post("/api/v1/volumes", json={"name": "vm-101-disk-0", "size": "1M"})
     t.post("/api/v1/volumes", json={"name": "base-9-disk-0", "size": "1M", "tags": ["web", "tpl"]})
-    names = lambda **q: [v["name"] for v in t.get("/api/v1/volumes", params=q).json()]  # noqa: E731
+
+    def names(**q):
+        return [v["name"] for v in t.get("/api/v1/volumes", params=q).json()]
+
     assert names() == ["base-9-disk-0", "vm-100-disk-0", "vm-101-disk-0"]
     assert names(prefix="vm-10") == ["vm-100-disk-0", "vm-101-disk-0"]
     assert names(vmid=9) == ["base-9-disk-0"]

@@ -57,7 +57,7 @@ def test_transactions_roll_back_and_unique_violations_are_typed(url):
 def test_concurrent_writers_and_migrations(url):
     """Several instances migrating at once (PostgreSQL: several services share one database) and
     16 threads inserting: every row lands exactly once."""
-    stores = [Store(url) for _ in range(3)]
+    stores = [Store(url), Store(url), Store(url)]
     threads = [threading.Thread(target=s.migrate) for s in stores]
     for th in threads:
         th.start()

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .backends.base import BackendError, VolumeBackend, make_backend
+from .backends.base import VolumeBackend, make_backend
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from .metrics import Metrics
 from .store import Store, UniqueViolation, now
@@ -895,7 +895,7 @@ class Service:
                         return self._volume_out(existing), False
                     raise Conflict("volume %r already exists" % new_name)
                 if snapshot is None:
-                    snap_row, _ = self._create_snapshot_locked(src, BASE_SNAPSHOT)
+                    snap_row = self._create_snapshot_locked(src, BASE_SNAPSHOT)[0]
                 else:
                     snap_row = self._snapshot(src, snapshot)
                 with self.locks.hold(vid):
