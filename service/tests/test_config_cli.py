@@ -1,0 +1,76 @@
+"""Server configuration errors and the CLI's settings (file, environment, flags), without a server."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pvesan_service import cli, config
+
+
+def test_config_yaml_toml_and_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("PVESAN_ADMIN_TOKEN", raising=False)
+    y = tmp_path / "s.yaml"
+    y.write_text("listen: 127.0.0.1:9443\ninsecure_http: true\nadmin_token: %s\n" % ("a" * 30))
+    cfg = config.load(str(y))
+    assert (cfg["host"], cfg["port"], cfg["database"]) == ("127.0.0.1", 9443, "sqlite:////var/lib/pvesan/state.db")
+    t = tmp_path / "s.toml"
+    t.write_text('listen = "[::1]:8443"\ntls_cert = "/c"\ntls_key = "/k"\n')
+    assert config.load(str(t))["host"] == "::1"
+    for text, msg in [("bogus: 1\n", "unknown setting"), ("listen: nope\ninsecure_http: true\n", "HOST:PORT"),
+                      ("tls_cert: /c\n", "both tls_cert and tls_key"), ("{}\n", "TLS is required"),
+                      ("insecure_http: true\nadmin_token: short\n", "too short"), ("- a\n", "mapping"),
+                      ("insecure_http: true\ntarget: {}\n", "driver")]:
+        y.write_text(text)
+        with pytest.raises(config.ConfigError, match=msg):
+            config.load(str(y))
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(str(tmp_path / "missing.yaml"))
+
+
+def test_server_exits_2_on_bad_config(tmp_path):
+    y = tmp_path / "s.yaml"
+    y.write_text("bogus: 1\n")
+    r = subprocess.run([sys.executable, "-m", "pvesan_service.server", "-c", str(y)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and "unknown setting" in r.stderr
+
+
+def test_cli_settings_precedence(tmp_path, monkeypatch):
+    for env in cli.ENV.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.delenv("PVESAN_CONFIG", raising=False)
+    conf = tmp_path / "client.toml"
+    tok = tmp_path / "token"
+    tok.write_text("pvs_file_token\n")
+    conf.write_text('api_url = "https://file:8443"\ntoken_file = "%s"\nssl_verify = false\ntenant = "t1"\n' % tok)
+    args = cli.parser().parse_args(["--config", str(conf), "volume", "list"])
+    s = cli.load_settings(args)
+    assert (s["api_url"], s["token"], s["ssl_verify"], s["tenant"]) == ("https://file:8443", "pvs_file_token", False, "t1")
+    monkeypatch.setenv("PVESAN_API_URL", "https://env:8443")
+    monkeypatch.setenv("PVESAN_TOKEN", "pvs_env")
+    args = cli.parser().parse_args(["--config", str(conf), "--api-url", "https://flag:1", "volume", "list"])
+    s = cli.load_settings(args)
+    assert (s["api_url"], s["token"]) == ("https://flag:1", "pvs_env")
+    conf.write_text("nope = 1\n")
+    with pytest.raises(cli.CliError) as err:
+        cli.load_settings(cli.parser().parse_args(["--config", str(conf), "health"]))
+    assert err.value.code == cli.EXIT_USAGE
+
+
+def test_cli_usage_errors_are_json_with_exit_2(tmp_path, monkeypatch):
+    for env in cli.ENV.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("PVESAN_CONFIG", str(tmp_path / "none.toml"))
+    env = {"PATH": "/usr/bin:/bin", "PVESAN_CONFIG": str(tmp_path / "none.toml")}
+    r = subprocess.run([sys.executable, "-m", "pvesan_service.cli", "--json", "health"], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["message"].startswith("cannot read config")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    env["PVESAN_CONFIG"] = str(empty)
+    r = subprocess.run([sys.executable, "-m", "pvesan_service.cli", "--json", "health"], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)
+    assert r.returncode == 2 and "no API URL" in json.loads(r.stdout)["error"]["message"]
