@@ -779,12 +779,14 @@ class Service:
         self.delete_row_and_storage(vol)
 
     def delete_row_and_storage(self, vol: dict) -> None:
-        """Two-phase delete: mark 'deleting', remove export and backing volume, drop the rows."""
-        with self.store.tx(durable=False) as t:
+        """Two-phase delete: mark 'deleting' (on disk before anything is destroyed), remove export
+        and backing volume, drop the rows (not flushed on its own: should a power cut lose it, the
+        row is still 'deleting' and the reconciler finishes the delete)."""
+        with self.store.tx() as t:
             t.execute("UPDATE volumes SET state = 'deleting', updated_at = ? WHERE id = ?", (now(), vol["id"]))
         self._unexport(self._iqn(vol["tenant"], vol["id"]))
         self.backend(self._pool_by_id(vol["pool_id"])).delete(vol["id"])
-        with self.store.tx() as t:
+        with self.store.tx(durable=False) as t:
             # clones of this volume (cascade already removed them) keep no dangling reference
             t.execute("UPDATE volumes SET parent_id = NULL, parent_snapshot_id = NULL WHERE parent_id = ?", (vol["id"],))
             t.execute("DELETE FROM snapshots WHERE volume_id = ?", (vol["id"],))

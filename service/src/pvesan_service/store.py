@@ -196,10 +196,10 @@ class Store:
     def tx(self, durable: bool = True) -> Iterator[Tx]:
         """A transaction: commit on success, roll back on any exception.
 
-        ``durable=False`` is for the intermediate step of a two-phase operation (the ``creating``
-        / ``deleting`` marks): its commit is not flushed to disk on its own but by the next
-        durable commit.  Losing it in a power cut is harmless: the reconciler removes what it
-        described.  This halves the fsyncs of a create or delete."""
+        ``durable=False`` is for the steps of a two-phase operation whose loss in a power cut the
+        reconciler repairs (the ``creating`` mark of a create, the row removal that ends a
+        delete): the commit is not flushed to disk on its own but by the next durable commit.
+        This halves the fsyncs of a create or delete."""
         if self.pg:
             conn = self._pg_get()
             try:
