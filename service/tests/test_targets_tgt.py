@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from pvesan_service.backends import make_backend
 from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
 from pvesan_service.targets.tgtadm import parse_show
 
@@ -303,3 +304,36 @@ def test_bad_arguments():
     drv = make_target_driver("tgt", control_port=1)
     with pytest.raises(TargetError, match="LUN 1"):
         drv.export(Export(iqn=PREFIX + "x", lun=0, backing_path="/x", serial="x"))
+
+
+@pytest.fixture(scope="module")
+def xfs_pool():
+    from test_backends_file import _mount_xfs, _umount  # pylint: disable=import-outside-toplevel
+    top, mnt = _mount_xfs()
+    pool = make_backend("file", path=mnt)
+    pool.check()
+    yield pool
+    _umount(top, mnt)
+
+
+def test_snapshot_rollback_and_clone_seen_through_the_export(tgtd, driver, xfs_pool):
+    """file backend + tgt together: a rollback rewrites the file tgtd holds open, and the
+    initiator must read the snapshot's data at once (no stale cache in tgtd)."""
+    iqn, clone_iqn = PREFIX + "v-snap", PREFIX + "v-clone"
+    path = xfs_pool.create("v-snap", 64 * MiB)
+    driver.export(Export(iqn=iqn, lun=1, backing_path=path, serial="vsnap"))
+    url = tgtd.url(iqn)
+    assert qemu_io(url, "write -P 0x11 0 1M", "write -P 0x12 32M 1M").returncode == 0
+    xfs_pool.snapshot_create("v-snap", "s-1")
+    assert qemu_io(url, "write -P 0x99 0 1M", "read -P 0x99 0 1M").returncode == 0
+    xfs_pool.snapshot_rollback("v-snap", "s-1")  # while exported
+    res = qemu_io(url, "read -P 0x11 0 1M", "read -P 0x12 32M 1M")
+    assert res.returncode == 0 and "verification failed" not in res.stdout, res.stdout
+
+    clone = xfs_pool.clone("v-snap", "s-1", "v-clone")
+    driver.export(Export(iqn=clone_iqn, lun=1, backing_path=clone, serial="vclone"))
+    assert qemu_io(tgtd.url(clone_iqn), "write -P 0x77 0 1M").returncode == 0
+    res = qemu_io(url, "read -P 0x11 0 1M")  # writes to the clone never reach its origin
+    assert res.returncode == 0 and "verification failed" not in res.stdout
+    res = qemu_io(tgtd.url(clone_iqn), "read -P 0x77 0 1M", "read -P 0x12 32M 1M")
+    assert res.returncode == 0 and "verification failed" not in res.stdout
