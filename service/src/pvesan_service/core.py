@@ -779,12 +779,20 @@ class Service:
         self.delete_row_and_storage(vol)
 
     def delete_row_and_storage(self, vol: dict) -> None:
-        """Two-phase delete: mark 'deleting' (on disk before anything is destroyed), remove export
+        """Two-phase delete: mark 'deleting' (on disk before any data is destroyed), remove export
         and backing volume, drop the rows (not flushed on its own: should a power cut lose it, the
         row is still 'deleting' and the reconciler finishes the delete)."""
-        with self.store.tx() as t:
-            t.execute("UPDATE volumes SET state = 'deleting', updated_at = ? WHERE id = ?", (now(), vol["id"]))
-        self._unexport(self._iqn(vol["tenant"], vol["id"]))
+        def mark():
+            with self.store.tx() as t:
+                t.execute("UPDATE volumes SET state = 'deleting', updated_at = ? WHERE id = ?", (now(), vol["id"]))
+
+        # The export goes while the mark is flushed: a power cut in between leaves a 'ready'
+        # volume without export, which the reconciler exports again; data waits for the mark.
+        marked = self._committer.submit(mark)
+        try:
+            self._unexport(self._iqn(vol["tenant"], vol["id"]))
+        finally:
+            marked.result()
         self.backend(self._pool_by_id(vol["pool_id"])).delete(vol["id"])
         with self.store.tx(durable=False) as t:
             # clones of this volume (cascade already removed them) keep no dangling reference
