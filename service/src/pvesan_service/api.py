@@ -284,6 +284,12 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
     async def _store_error(_req, exc):
         return JSONResponse({"detail": "database: %s" % exc}, status_code=503)
 
+    @app.exception_handler(OSError)
+    async def _os_error(_req, exc: OSError):
+        # the host ran out of something (processes, memory, file descriptors): retry later
+        log.error("host resource error: %s", exc)
+        return JSONResponse({"detail": "storage host error, retry later: %s" % (exc.strerror or exc)}, status_code=503)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_req, exc: RequestValidationError):
         errs = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
