@@ -40,7 +40,7 @@ options:
     description:
       - Volume name, C(vm-<vmid>-disk-<n>) or C(base-<vmid>-disk-<n>).
       - When omitted with I(state=present), the next free C(vm-<vmid>-disk-<n>) of I(vmid) is
-        allocated (that is not idempotent: every run allocates one more volume; give a name for
+        allocated (not idempotent, every run allocates one more volume; give a name for
         idempotent playbooks).
     type: str
     aliases: [volname]

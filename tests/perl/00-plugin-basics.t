@@ -1,4 +1,3 @@
-#!/usr/bin/perl
 # The plugin's declarations against the test double of pve-storage (tests/perl/lib): API version
 # negotiation, properties, shared flag, volume names, token hooks. No service needed.
 use strict;

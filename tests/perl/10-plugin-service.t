@@ -1,4 +1,3 @@
-#!/usr/bin/perl
 # Every storage method of the plugin, called as pve-storage calls it (argument orders of
 # PVE/Storage/Plugin.pm), through the real `pvesan` CLI against a real pvesan-service with a
 # real tgtd (started and removed by PVESANTest::Service). Data checks go through iSCSI with

@@ -128,7 +128,7 @@ class Service:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def tgtadm(self, *args):
-        return subprocess.run(['tgtadm', '-C', str(self.control), '--lld', 'iscsi'] + list(args), capture_output=True, text=True)
+        return subprocess.run(['tgtadm', '-C', str(self.control), '--lld', 'iscsi'] + list(args), capture_output=True, text=True, check=False)
 
     def targets(self):
         out = self.tgtadm('--mode', 'target', '--op', 'show').stdout
@@ -137,7 +137,7 @@ class Service:
     def cli(self, *args):
         env = dict(os.environ, PVESAN_API_URL=self.api_url, PVESAN_TOKEN=self.admin_token, PVESAN_CA=self.ca,
                    PVESAN_CONFIG='/dev/null')
-        r = subprocess.run([_bin('pvesan'), '--json'] + list(args), env=env, capture_output=True, text=True)
+        r = subprocess.run([_bin('pvesan'), '--json'] + list(args), env=env, capture_output=True, text=True, check=False)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
     def stop(self):

@@ -1,0 +1,77 @@
+"""Verify the Proxmox integration after converge: the service on the storage host, the plugin,
+CLI and storage definition on the nodes, and that no secret sits where it must not."""
+
+import json
+import os
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("all")
+
+
+def groups(host):
+    return host.ansible.get_variables()["group_names"]
+
+
+def test_service_running_and_healthy(host):
+    if "storage_hosts" not in groups(host):
+        return
+    assert host.service("pvesan-service").is_running
+    assert host.service("pvesan-service").is_enabled
+    assert host.service("tgt").is_running
+    health = json.loads(host.check_output("curl -sk https://127.0.0.1:8443/healthz"))
+    assert health == {"status": "ok", "database": True, "schema_version": health["schema_version"], "target_up": True}
+
+
+def test_service_hardening_and_secrets(host):
+    if "storage_hosts" not in groups(host):
+        return
+    unit = host.check_output("systemctl show pvesan-service -p ProtectSystem -p NoNewPrivileges -p Restart")
+    assert "ProtectSystem=strict" in unit and "NoNewPrivileges=yes" in unit and "Restart=on-failure" in unit
+    for path in ("/etc/pvesan/admin.token", "/etc/pvesan/tls.key", "/etc/pvesan/tenants/lab.token"):
+        f = host.file(path)
+        assert f.exists and f.mode == 0o600 and f.user == "root"
+    token = host.file("/etc/pvesan/admin.token").content_string.strip()
+    assert token not in host.file("/etc/pvesan/service.yaml").content_string
+    assert token not in host.check_output("journalctl -u pvesan-service --no-pager")
+
+
+def test_pool_on_reflink_xfs(host):
+    if "storage_hosts" not in groups(host):
+        return
+    mount = host.mount_point("/srv/pvesan/pool1")
+    assert mount.exists and mount.filesystem == "xfs"
+    assert "reflink=1" in host.check_output("xfs_info /srv/pvesan/pool1")
+
+
+def test_cli_as_admin_on_storage_host(host):
+    if "storage_hosts" not in groups(host):
+        return
+    status = json.loads(host.check_output("pvesan --config /etc/pvesan/client.toml --json status"))
+    assert status["total"] > 0 and status["available"] > 0
+    assert [p["name"] for p in status["pools"]] == ["pool1"]
+
+
+def test_node_plugin_client_and_storage(host):
+    if "pve_nodes" not in groups(host):
+        return
+    plugin = host.file("/usr/share/perl5/PVE/Storage/Custom/PVESANPlugin.pm")
+    assert plugin.exists and plugin.mode == 0o644
+    assert host.file("/usr/local/bin/pvesan").is_symlink
+    cfg = host.file("/etc/pve/storage.cfg").content_string
+    assert "pvesan: pvesan\n" in cfg and "\tapi_url https://10.89.1.10:8443\n" in cfg
+    assert "auth_token" not in cfg   # the token is in priv/, never in storage.cfg
+    pw = host.file("/etc/pve/priv/storage/pvesan.pw")
+    assert pw.exists and pw.mode == 0o600
+    # the node reaches the service with its cluster token, verifying the certificate
+    env = "PVESAN_API_URL=https://10.89.1.10:8443 PVESAN_TOKEN_FILE=/etc/pve/priv/storage/pvesan.pw PVESAN_CONFIG=/dev/null"
+    who = json.loads(host.check_output(env + " pvesan --json whoami"))
+    assert who["tenant"] == "lab" and not who["admin"]
+
+
+def test_initiator_name_set(host):
+    if "pve_nodes" not in groups(host):
+        return
+    assert "InitiatorName=iqn." in host.file("/etc/iscsi/initiatorname.iscsi").content_string
