@@ -1,0 +1,1 @@
+"""testinfra configuration shared by the lab's verify tests."""

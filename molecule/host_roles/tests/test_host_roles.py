@@ -1,0 +1,121 @@
+"""Verify the host roles after converge and side_effect (molecule's testinfra verifier)."""
+
+import json
+import os
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("all")
+
+
+def groups(host):
+    return host.ansible.get_variables()["group_names"]
+
+
+def is_node(host):
+    return "pve_nodes" in groups(host)
+
+
+# transport_encryption (tls)
+
+def test_tls_tunnels_run(host):
+    unit = host.service("pvesan-stunnel")
+    assert unit.is_running
+    assert unit.is_enabled
+    assert host.file("/etc/systemd/system/pvesan-stunnel.service").contains("^Restart=on-failure$")
+
+
+def test_tls_settings(host):
+    conf = host.file("/etc/pvesan/stunnel.conf")
+    assert conf.mode == 0o640
+    assert conf.contains("^sslVersionMin = TLSv1.3$")
+    assert conf.contains("^verifyChain = yes$")
+    assert conf.contains("^socket = l:TCP_NODELAY=1$")
+    key = host.file("/etc/pvesan/tls/host.key")
+    assert key.mode == 0o640
+    assert key.group == "stunnel4"
+
+
+def test_tls_listeners(host):
+    portals = host.ansible.get_variables()["transport_encryption_portals"]
+    if is_node(host):
+        for index, _portal in enumerate(portals):
+            assert host.socket("tcp://127.0.0.1:%d" % (13260 + index)).is_listening
+    else:
+        for portal in portals:
+            assert host.socket("tcp://%s:%d" % (portal["address"], portal["tls_port"])).is_listening
+
+
+def test_tls_endpoint_map(host):
+    if not is_node(host):
+        assert not host.file("/etc/pvesan/tls-endpoints.json").exists
+        return
+    data = json.loads(host.file("/etc/pvesan/tls-endpoints.json").content_string)
+    assert data == {
+        "version": 1,
+        "mode": "tls",
+        "endpoints": {"10.89.11.10:3260": "127.0.0.1:13260", "10.89.12.10:3260": "127.0.0.1:13261"},
+    }
+
+
+def test_no_ipsec_left(host):
+    assert not host.file("/etc/swanctl/conf.d/pvesan.conf").exists
+
+
+# multipath
+
+def test_multipath_dropin(host):
+    dropin = host.file("/etc/multipath/conf.d/pvesan.conf")
+    if not is_node(host):
+        assert not dropin.exists
+        return
+    assert dropin.contains('vendor "PVESAN"')
+    # The merged configuration multipath itself reads.
+    merged = host.check_output("multipath -t")
+    assert 'find_multipaths "on"' in merged
+    assert 'protocol "scsi:iscsi"' in merged
+    assert "no_path_retry 12" in merged
+    assert host.service("multipathd").is_enabled
+
+
+# host_tuning
+
+def test_sysctl_file(host):
+    f = host.file("/etc/sysctl.d/90-pvesan.conf")
+    assert f.contains("^net.core.rmem_max = 16777216$")
+    assert f.contains("^net.ipv4.tcp_slow_start_after_idle = 0$")
+
+
+def test_iscsid_session_settings(host):
+    f = host.file("/etc/iscsi/iscsid.conf")
+    assert f.contains("^node.session.cmds_max = 1024$")
+    assert f.contains("^node.session.queue_depth = 128$")
+    assert f.contains("^node.session.timeo.replacement_timeout = 5$")
+    # Each key once: the commented default was replaced, not duplicated.
+    assert f.content_string.count("node.session.cmds_max") == 1
+
+
+def test_udev_rules(host):
+    f = host.file("/etc/udev/rules.d/90-pvesan-block.rules")
+    assert f.contains('ENV{ID_PATH}=="\\*-iscsi-\\*".*ATTR{queue/scheduler}="none"')
+    assert f.contains('ATTR{queue/nr_requests}="128"')
+    assert f.contains('ENV{DM_UUID}=="mpath-\\*".*ATTR{queue/add_random}="0"')
+
+
+def test_kernel_cmdline(host):
+    if not is_node(host):
+        return
+    args = host.file("/etc/kernel/cmdline").content_string.split()
+    # The existing arguments are kept, ours appended once.
+    assert args[:3] == ["root=ZFS=rpool/ROOT/pve-1", "boot=zfs", "quiet"]
+    for arg in ("cpufreq.default_governor=performance", "intel_idle.max_cstate=1", "processor.max_cstate=1"):
+        assert args.count(arg) == 1
+
+
+def test_zfs_arc_limit(host):
+    if not is_node(host):
+        assert not host.file("/etc/modprobe.d/zfs.conf").exists
+        return
+    assert host.file("/etc/modprobe.d/zfs.conf").contains("^options zfs zfs_arc_max=4294967296$")
