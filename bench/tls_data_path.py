@@ -1,4 +1,5 @@
-#!/usr/bin/env python3
+# Copyright (c) pvesan.storage contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """4k write IOPS at queue depth 16 through the TLS tunnel, as a ratio to plain iSCSI.
 
 Everything runs on this machine, on loopback, side by side in one run: a private tgtd (its own
@@ -113,8 +114,8 @@ def render(env, side, config_dir, portal, local_port, settings):
     return conf
 
 
-def bench(port, count):
-    out = run(["qemu-img", "bench", "-w", "-c", str(count), "-d", "16", "-s", "4k", "-f", "raw",
+def bench(port, count, depth):
+    out = run(["qemu-img", "bench", "-w", "-c", str(count), "-d", str(depth), "-s", "4k", "-f", "raw",
                "iscsi://127.0.0.1:%d/%s/1" % (port, IQN)]).stdout
     seconds = float(re.search(r"Run completed in ([0-9.]+) seconds", out).group(1))
     return count / seconds
@@ -124,6 +125,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=30000, help="4k writes per measurement")
+    ap.add_argument("--depth", type=int, default=16, help="queue depth (16 is the reference figure)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("tgtd", "tgtadm", "stunnel4", "qemu-img", "openssl"):
@@ -162,21 +164,22 @@ def main():
             ports[name] = local
 
         names = list(ports)
-        bench(iscsi_port, 2000)  # warm up tgtd and the page cache
+        bench(iscsi_port, 2000, args.depth)  # warm up tgtd and the page cache
         results = {n: [] for n in names}
         for r in range(args.rounds):
             # Rotate the order so no variant always runs first or last.
             for name in names[r % len(names):] + names[:r % len(names)]:
-                results[name].append(bench(ports[name], args.count))
+                results[name].append(bench(ports[name], args.count, args.depth))
 
         base = statistics.median(results["plain"])
         summary = {n: {"median_iops": round(statistics.median(v)), "ratio_to_plain": round(statistics.median(v) / base, 3),
                        "runs": [round(x) for x in v]} for n, v in results.items()}
         if args.json:
-            print(json.dumps({"rounds": args.rounds, "count": args.count, "block_size": 4096, "queue_depth": 16,
+            print(json.dumps({"rounds": args.rounds, "count": args.count, "block_size": 4096, "queue_depth": args.depth,
                               "variants": summary}, indent=2))
         else:
-            print("4k writes, queue depth 16, %d x %d writes per variant, tgtd on loopback (medians)" % (args.rounds, args.count))
+            print("4k writes, queue depth %d, %d x %d writes per variant, tgtd on loopback (medians)"
+                  % (args.depth, args.rounds, args.count))
             for n in names:
                 print("  %-13s %8d IOPS   %.2f x plain" % (n, summary[n]["median_iops"], summary[n]["ratio_to_plain"]))
     finally:

@@ -2,20 +2,22 @@
 
 import json
 import os
+import re
 
 import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
-    os.environ["MOLECULE_INVENTORY_FILE"]
-).get_hosts("all")
+# The inventory tells names, groups and variables; the checks themselves run through
+# `podman exec` (testinfra's podman backend), much faster than one ansible call per check.
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+testinfra_hosts = ["podman://" + name for name in RUNNER.get_hosts("all")]
 
 
-def groups(host):
-    return host.ansible.get_variables()["group_names"]
+def variables(host):
+    return RUNNER.get_variables(host.backend.name)
 
 
 def is_node(host):
-    return "pve_nodes" in groups(host)
+    return "pve_nodes" in variables(host)["group_names"]
 
 
 # transport_encryption (tls)
@@ -39,7 +41,7 @@ def test_tls_settings(host):
 
 
 def test_tls_listeners(host):
-    portals = host.ansible.get_variables()["transport_encryption_portals"]
+    portals = variables(host)["transport_encryption_portals"]
     if is_node(host):
         for index, _portal in enumerate(portals):
             assert host.socket("tcp://127.0.0.1:%d" % (13260 + index)).is_listening
@@ -93,8 +95,8 @@ def test_iscsid_session_settings(host):
     assert f.contains("^node.session.cmds_max = 1024$")
     assert f.contains("^node.session.queue_depth = 128$")
     assert f.contains("^node.session.timeo.replacement_timeout = 5$")
-    # Each key once: the commented default was replaced, not duplicated.
-    assert f.content_string.count("node.session.cmds_max") == 1
+    # Each key set once: the commented default was replaced, not duplicated.
+    assert len(re.findall(r"(?m)^node\.session\.cmds_max\s*=", f.content_string)) == 1
 
 
 def test_udev_rules(host):
