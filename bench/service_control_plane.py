@@ -44,6 +44,12 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
+def ok(r):
+    if r.status_code >= 400:
+        raise SystemExit("%s %s -> %d %s" % (r.request.method, r.request.url, r.status_code, r.text))
+    return r
+
+
 def ms(x):
     return round(x * 1000, 2)
 
@@ -65,7 +71,10 @@ class Bench:
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def start(self):
-        self.tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.iscsi],
+        # -t 2: rdwr runs that many I/O threads per LUN (16 by default); 5,000 LUNs x 16 would
+        # exceed the kernel's pid_max (32768) on these machines
+        self.tgtd = subprocess.Popen(["tgtd", "-f", "-t", "2", "-C", str(self.control), "--iscsi",
+                                      "portal=127.0.0.1:%d" % self.iscsi],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for dummy in range(200):
             if subprocess.run(["tgtadm", "-C", str(self.control), "--mode", "system", "--op", "show"],
@@ -113,7 +122,7 @@ class Bench:
         def work(k):
             cl = self.client()
             for i in todo[k::workers]:
-                cl.post("/api/v1/volumes", json={"name": "fill-%05d" % i, "size": "1M"}).raise_for_status()
+                ok(cl.post("/api/v1/volumes", json={"name": "fill-%05d" % i, "size": "1M"}))
 
         threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
         for th in threads:
@@ -144,7 +153,7 @@ class Bench:
         svc_c, svc_d, base_c, base_d = [], [], [], []
         for i in range(samples):  # interleaved: the same noise hits both
             t0 = time.perf_counter()
-            c.post("/api/v1/volumes", json={"name": "b-%d-%d" % (existing, i), "size": "1M"}).raise_for_status()
+            ok(c.post("/api/v1/volumes", json={"name": "b-%d-%d" % (existing, i), "size": "1M"}))
             t1 = time.perf_counter()
             self.base_create(i)
             t2 = time.perf_counter()
@@ -206,9 +215,7 @@ def main():
     ap.add_argument("--levels", default="0,1000,5000")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--json", help="write the results here too")
-    # aio: with rdwr, tgtd runs a pool of I/O threads per LUN (16 by default), and 5,000 LUNs exceed
-    # the kernel's pid_max of 32768 on these machines (fork fails with EAGAIN)
-    ap.add_argument("--bstype", default="aio", help="tgt backing-store type for both sides (default aio)")
+    ap.add_argument("--bstype", default="rdwr", help="tgt backing-store type for both sides (default rdwr)")
     ap.add_argument("--sqlite-synchronous", default="FULL", choices=["FULL", "NORMAL"],
                     help="service setting (FULL, the default, flushes every acknowledged change)")
     ap.add_argument("--dir", help="work directory (default: a new temp dir, removed after)")

@@ -278,10 +278,12 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
 
     @app.exception_handler(TargetError)
     async def _target_error(_req, exc):
+        log.error("iSCSI target error: %s", exc)
         return JSONResponse({"detail": "iSCSI target: %s" % exc}, status_code=503)
 
     @app.exception_handler(StoreError)
     async def _store_error(_req, exc):
+        log.error("database error: %s", exc)
         return JSONResponse({"detail": "database: %s" % exc}, status_code=503)
 
     @app.exception_handler(OSError)
