@@ -102,4 +102,24 @@ ok(!grep({ /SECRET/ } @log), 'the token never appears in the log') or diag expla
 eval { PVE::Storage::Custom::PVESANPlugin::_read_token('nosuch') };
 like($@, qr/pvesm set nosuch --auth_token/, 'missing token error tells how to set it');
 
+# --- transport_encryption tls: portals become the node's stunnel endpoints
+# (/etc/pvesan/tls-endpoints.json as roles/transport_encryption/README.md documents it)
+{
+    my $dir = tempdir(CLEANUP => 1);
+    open(my $fh, '>', "$dir/tls.json") or die;
+    print $fh '{"endpoints": {"10.89.1.10:3260": "127.0.0.1:13260", "10.89.2.10:3260": "127.0.0.1:13261"}, "mode": "tls", "version": 1}';
+    close($fh);
+    local $PVE::Storage::Custom::PVESANPlugin::TLS_ENDPOINTS = "$dir/tls.json";
+    my $vol = { name => 'vm-1-disk-0', export => { iqn => 'iqn.x:y', lun => 1, portals => ['10.89.1.10:3260', '10.89.2.10:3260'] } };
+    is(PVE::Storage::Custom::PVESANPlugin::_iscsi_url({ transport_encryption => 'tls' }, $vol),
+        'iscsi://127.0.0.1:13260/iqn.x:y/1', 'tls: the URL goes through the local stunnel endpoint');
+    is(PVE::Storage::Custom::PVESANPlugin::_iscsi_url({ transport_encryption => 'none' }, $vol),
+        'iscsi://10.89.1.10:3260/iqn.x:y/1', 'none: the portal itself');
+    is_deeply([PVE::Storage::Custom::PVESANPlugin::_portals({ transport_encryption => 'tls', multipath => 1 }, $vol)],
+        ['127.0.0.1:13260', '127.0.0.1:13261'], 'tls + multipath: every portal mapped');
+    local $PVE::Storage::Custom::PVESANPlugin::TLS_ENDPOINTS = "$dir/missing.json";
+    eval { PVE::Storage::Custom::PVESANPlugin::_iscsi_url({ transport_encryption => 'tls' }, $vol) };
+    like($@, qr/run the transport_encryption role/, 'tls without the endpoints file says what to do');
+}
+
 done_testing();
