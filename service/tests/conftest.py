@@ -122,7 +122,9 @@ class Tgtd:
                               capture_output=True, text=True, check=check)
 
     def start(self):
-        self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.port],
+        # -t 2: two I/O threads per LUN instead of 16 (hundreds of LUNs in the concurrency tests)
+        self.proc = subprocess.Popen(["tgtd", "-f", "-t", "2", "-C", str(self.control), "--iscsi",
+                                      "portal=127.0.0.1:%d" % self.port],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.tgtadm("--mode", "system", "--op", "show", check=False).returncode == 0,
                    what="tgtd to start")
