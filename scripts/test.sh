@@ -94,7 +94,9 @@ stage_plugin() {
 
 stage_lint() { ansible-lint --profile production; }
 
-stage_molecule() { molecule test --scenario-name default; }
+# default: the full stack (the lab); host_roles: transport encryption, multipath and host tuning
+# with the TLS capture test and the ipsec/none switch-over.
+stage_molecule() { molecule test --all; }
 
 # Stages that share a directory under .cache/ (the synced ansible-test tree, the build output)
 # take a lock, so that several developers or shells on one machine do not trample each other.
