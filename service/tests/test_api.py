@@ -205,6 +205,34 @@ def test_snapshots_rollback_clones_and_dependents(api):
     assert t.get("/api/v1/volumes/vm-1-disk-0/snapshots").status_code == 404
 
 
+def test_summary_list_matches_detail(api):
+    """The summary list (JSON built by the database) has the fields of the full objects."""
+    t = api.tenant("alpha")
+    assert t.get("/api/v1/volumes").json() == []
+    t.post("/api/v1/volumes", json={"name": "vm-7-disk-0", "size": "4M", "tags": ["web", "a:b=c"]})
+    assert t.post("/api/v1/volumes/vm-7-disk-0/snapshots", json={"name": "Snap.1"}).status_code == 201
+    t.post("/api/v1/volumes/vm-7-disk-0/clone", json={"name": "vm-8-disk-0", "snapshot": "Snap.1"})
+    t.post("/api/v1/volumes", json={"name": "data_x", "size": "1M"})
+    keys = ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot", "created_at"]
+    for q in ({}, {"prefix": "vm-"}, {"tag": "web"}, {"vmid": 8}, {"tag": "nope"}):
+        r = t.get("/api/v1/volumes", params=q)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        summary = r.json()
+        full = t.get("/api/v1/volumes", params=dict(q, detail=True)).json()
+        assert [dict((k, v[k]) for k in keys) | {"iqn": v["export"]["iqn"]} for v in full] == summary, q
+    summary = t.get("/api/v1/volumes").json()
+    assert [v["name"] for v in summary] == ["data_x", "vm-7-disk-0", "vm-8-disk-0"]
+    clone = summary[2]
+    assert clone["parent"] == "vm-7-disk-0" and clone["parent_snapshot"] == "Snap.1" and clone["vmid"] == 8
+    assert summary[1]["tags"] == ["a:b=c", "web"] or summary[1]["tags"] == ["web", "a:b=c"]
+    assert summary[0]["vmid"] is None and summary[0]["tags"] == [] and summary[0]["pool"] == "xfs"
+    assert list(summary[0]) == ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot",
+                                "iqn", "created_at"]
+    # the service's Python form of the list says the same
+    scope = api.service.scope(api.service.authenticate(t.headers["Authorization"].split()[1]), None)
+    assert api.service.list_volumes(scope) == summary
+
+
 def test_chap_per_tenant_per_volume_and_initiators(api):
     chap = {"user": "cluster1", "password": "secret-secret-1"}
     t = api.tenant("alpha", chap=chap, initiators=["iqn.1993-08.org.debian:01:node1"])
