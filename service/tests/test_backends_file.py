@@ -91,6 +91,14 @@ def test_create_is_thin_idempotent_and_conflicts(pool):
     assert pool.allocated_bytes("v-1") >= MiB
 
 
+def test_flush_makes_a_created_volume_durable_and_needs_the_volume(pool):
+    pool.create("v-flush", 8 * MiB)
+    pool.flush("v-flush")  # fsync of the file and of the pool directory (the rename into place)
+    assert pool.size("v-flush") == 8 * MiB and pool.allocated_bytes("v-flush") == 0
+    with pytest.raises(NotFound):
+        pool.flush("v-missing")
+
+
 def test_thick_create_allocates(pool):
     pool.create("v-thick", 8 * MiB, thin=False)
     assert pool.allocated_bytes("v-thick") >= 8 * MiB

@@ -622,13 +622,15 @@ class Service:
             vol["backing_path"] = path  # usually what backend.path() said at insert; the backend has the last word
 
             def ready():
+                backend.flush(vid)  # the volume is on disk before the database says it is ready
                 with self.store.tx() as t:
                     t.execute("UPDATE volumes SET state = 'ready', backing_path = ?, updated_at = ? WHERE id = ?",
                               (path, now(), vid))
 
-            # The durable 'ready' commit (an fsync) runs while the target exports: a crash in
-            # between leaves a ready volume without export, which the reconciler exports at
-            # start-up; the caller had no answer yet and a retried create returns the volume.
+            # The backing volume's flush and the durable 'ready' commit (two fsyncs) run while
+            # the target exports: a crash in between leaves either a 'creating' volume, which the
+            # reconciler removes, or a ready volume without export, which it exports at start-up;
+            # the caller had no answer yet and a retried create returns the volume.
             commit = self._committer.submit(ready)
             self._export(vol)
             commit.result()

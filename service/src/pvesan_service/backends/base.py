@@ -101,6 +101,11 @@ class VolumeBackend(abc.ABC):
 
         Idempotent when a volume of the same name and size already exists."""
 
+    def flush(self, name: str) -> None:
+        """Make a just created volume durable.  The core calls it before it commits the volume as
+        ready, while the target exports it, so a slow flush does not add to a create's latency.
+        Default: nothing to do (ZFS and LVM commands return once their change is on disk)."""
+
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Delete the volume and its snapshots; no error when it does not exist."""

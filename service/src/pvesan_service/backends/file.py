@@ -127,14 +127,29 @@ class FileBackend(VolumeBackend):
                 f.truncate(size)
                 if not thin:
                     os.posix_fallocate(f.fileno(), 0, size)
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
+            os.rename(tmp, path)  # no fsync here: flush() makes it durable before the commit
         except OSError as exc:
             _unlink(tmp)
             if exc.errno == errno.ENOSPC:
                 raise BackendError("no space left in pool %s for %d bytes" % (self.root, size)) from exc
             raise BackendError("cannot create volume %s: %s" % (name, exc.strerror)) from exc
         return path
+
+    def flush(self, name: str) -> None:
+        path = self._existing(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)  # the rename into place
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise BackendError("cannot flush volume %s to disk: %s" % (name, exc.strerror)) from exc
 
     def delete(self, name: str) -> None:
         _unlink(self._vol(name))

@@ -64,7 +64,9 @@ class TgtDriver(TargetDriver):
         return targets
 
     def _state(self) -> dict[str, dict]:
-        if self._targets is None or tgtlib.tgtd_identity(self.tgt) != self._identity:
+        # A stat of the socket, no connect: a restart shows as a new socket; a dead tgtd makes
+        # the tgtadm call fail (and alive(), which the reconciler polls, probes it).
+        if self._targets is None or tgtlib.tgtd_identity(self.tgt, probe=False) != self._identity:
             return self._load()
         return self._targets
 
@@ -222,6 +224,7 @@ class TgtDriver(TargetDriver):
         with self._lock:
             identity = tgtlib.tgtd_identity(self.tgt)
             if identity is None:
+                self._targets = None  # dead: the next export reloads and reports it
                 return False
             self._generation = identity
             if identity != self._identity:
