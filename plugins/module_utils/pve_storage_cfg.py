@@ -27,8 +27,8 @@ __metaclass__ = type
 
 import os
 import re
-import tempfile
 
+from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
     PROPERTIES, SECRET_PROPS, TYPES, SchemaError, check_list, check_storage_id, check_string,
     decode_value, encode_value,
@@ -381,44 +381,6 @@ def plan_present(cfg, sid, stype, props, purge=False):
 
 
 # -- files ---------------------------------------------------------------------------------
-def atomic_write(path, data, mode, mover=None):
-    """Write ``data`` to a temp file next to ``path`` and rename it into place.
-
-    ``mover(src, dest)`` defaults to os.replace; the module passes AnsibleModule.atomic_move.
-    """
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.%s.tmp.' % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode('utf-8', 'surrogateescape'))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, mode)
-        except OSError:
-            pass  # pmxcfs decides permissions itself
-        (mover or os.replace)(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    try:
-        if os.stat(path).st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-    except OSError:
-        pass
-
-
-def read_text(path):
-    """File content, or None when it does not exist."""
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8', 'surrogateescape')
-    except (IOError, OSError) as e:
-        if getattr(e, 'errno', None) == 2:
-            return None
-        raise
-
-
 class StorageCfgFile:
     """storage.cfg and the secret files of a config root (default /etc/pve)."""
 

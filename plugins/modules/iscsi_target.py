@@ -216,12 +216,12 @@ config_file:
 
 import os
 import re
-import tempfile
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.pvesan.storage.plugins.module_utils import lio  # loads without rtslib-fb
 from ansible_collections.pvesan.storage.plugins.module_utils import tgt_conf
 from ansible_collections.pvesan.storage.plugins.module_utils.tgtadm import (
@@ -299,29 +299,6 @@ def public(target):
     return out
 
 
-def write_atomic(module, path, content, mode):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(content)
-        os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
-        os.chmod(path, mode)  # atomic_move gives a new file the umask's mode
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_file(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return f.read()
-
-
 class TgtBackend(object):
     """tgtd at runtime through tgtadm.py, plus the persistent tgt-admin file."""
 
@@ -355,7 +332,7 @@ class TgtBackend(object):
         except TgtadmError as e:
             self.fail('cannot reach tgtd on control port %d (is it running?): %s' % (p['tgt_control_port'], to_native(e)))
         current = targets.get(p['iqn'])
-        conf_before = read_file(self.config_file)
+        conf_before = read_text(self.config_file)
         try:
             known = tgt_conf.parse(conf_before) or {}
         except ValueError:
@@ -386,7 +363,7 @@ class TgtBackend(object):
                                           before=_SECRET_LINE.sub(r'\1********', conf_before or ''),
                                           after=tgt_conf.render(desired, mask_secrets=True)))
                         if not module.check_mode:
-                            write_atomic(module, self.config_file, text, 0o600)
+                            atomic_write(self.config_file, text, 0o600, module.atomic_move, make_dirs=True)
                 if module.check_mode:
                     result['target'] = public(desired)
                 else:

@@ -198,11 +198,11 @@ backup_file:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.pvesan.storage.plugins.module_utils.multipath_conf import (
     ConfError,
     SECTIONS,
@@ -210,30 +210,6 @@ from ansible_collections.pvesan.storage.plugins.module_utils.multipath_conf impo
     apply_wwids,
     validate,
 )
-
-
-def read(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return f.read()
-
-
-def write_atomic(module, path, content, mode):
-    """Write through a temp file in the same directory, then rename over the target."""
-    directory = os.path.dirname(path) or '.'
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(content)
-        os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
-        os.chmod(path, mode)  # atomic_move gives a new file the umask's mode
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def multipathd_running(module):
@@ -270,7 +246,7 @@ def main():
     diffs = []
 
     wanted = dict((s, p[s]) for s in SECTIONS if p[s] is not None)
-    before = read(path)
+    before = read_text(path)
     try:
         after = apply(before or '', wanted, state) if wanted else (before or '')
     except ConfError as e:
@@ -284,7 +260,7 @@ def main():
             unshare = module.get_bin_path('unshare', required=True)
             main_text = None
             if os.path.abspath(path) != os.path.abspath(p['config_file']):
-                main_text = read(p['config_file'])
+                main_text = read_text(p['config_file'])
             try:
                 errors, warnings, _merged = validate(
                     module.run_command, multipath, unshare,
@@ -302,10 +278,10 @@ def main():
             if p['backup'] and before is not None:
                 result['backup_file'] = module.backup_local(path)
             mode = os.stat(path).st_mode & 0o7777 if before is not None else 0o644
-            write_atomic(module, path, after, mode)
+            atomic_write(path, after, mode, module.atomic_move, make_dirs=True)
 
     if p['wwids'] is not None:
-        wwids_before = read(p['wwids_file'])
+        wwids_before = read_text(p['wwids_file'])
         try:
             wwids_after = apply_wwids(wwids_before, p['wwids'], state)
         except ConfError as e:
@@ -315,7 +291,7 @@ def main():
             diffs.append(dict(before_header=p['wwids_file'], after_header=p['wwids_file'],
                               before=wwids_before or '', after=wwids_after))
             if not module.check_mode:
-                write_atomic(module, p['wwids_file'], wwids_after, 0o644)
+                atomic_write(p['wwids_file'], wwids_after, 0o644, module.atomic_move, make_dirs=True)
 
     result['changed'] = conf_changed or result['wwids_changed']
     if result['changed'] and p['reload'] and not module.check_mode:

@@ -261,9 +261,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pvesan.storage.plugins.module_utils.files import read_text
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_cluster_lock import LockError, StorageCfgLock
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
-    StorageCfgError, StorageCfgFile, desired_props, plan_present, read_text, secret_content,
+    StorageCfgError, StorageCfgFile, desired_props, plan_present, secret_content,
 )
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import TYPES, SchemaError
 
