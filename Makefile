@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench
+.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,3 +48,9 @@ lab: ## bring up the lab, converge playbooks/site.yml, run the smoke test and ve
 
 lab-destroy: ## remove the lab's containers and networks
 	bash scripts/lab.sh destroy
+
+kernel-vm: ## build the cached kernel VM image (Debian kernel + ZFS + LVM + open-iscsi under qemu TCG); optional
+	bash scripts/kernel-vm.sh build
+
+kernel-vm-record: ## re-record real zpool/zfs/lvm/iscsiadm output in the kernel VM; SECTIONS="zfs_pool zfs lvmthin iscsi"
+	bash scripts/kernel-vm.sh record $(SECTIONS)
