@@ -25,6 +25,19 @@ def test_service_running_and_healthy(host):
     assert health == {"status": "ok", "database": True, "schema_version": health["schema_version"], "target_up": True}
 
 
+def test_install_method_and_tgtd_iothreads(host):
+    """Installed from the wheelhouse; volume_service_tgtd_iothreads (default 2) reaches tgtd
+    through the tgt.service drop-in. One command: every call costs an ansible run here."""
+    if "storage_hosts" not in groups(host):
+        return
+    out = host.check_output(
+        "cat /opt/pvesan/venv/.installed; grep '^ExecStart=.' /etc/systemd/system/tgt.service.d/pvesan.conf;"
+        " tr '\\0' ' ' </proc/$(pidof tgtd)/cmdline").splitlines()
+    assert out[0].startswith("wheelhouse-")
+    assert out[1] == "ExecStart=/usr/sbin/tgtd -f -t 2"
+    assert out[2].split() == ["/usr/sbin/tgtd", "-f", "-t", "2"]
+
+
 def test_service_hardening_and_secrets(host):
     if "storage_hosts" not in groups(host):
         return

@@ -121,3 +121,40 @@ def test_zfs_arc_limit(host):
         assert not host.file("/etc/modprobe.d/zfs.conf").exists
         return
     assert host.file("/etc/modprobe.d/zfs.conf").contains("^options zfs zfs_arc_max=4294967296$")
+
+
+# volume_service, installed with method pypi from the lab's package index (prepare.yml)
+
+def test_volume_service_from_the_index(host):
+    if is_node(host):
+        return
+    assert host.service("pvesan-service").is_running
+    assert host.file("/opt/pvesan/venv/.installed").content_string.startswith("pypi-")
+    # The service itself came from its own wheel, not the decoy "pvesan-service" 99.0.0 on the
+    # index; its dependencies came from the index (only the service's wheel was copied).
+    version = host.check_output(
+        "/opt/pvesan/venv/bin/python -c 'import importlib.metadata as m; print(m.version(\"pvesan-service\"))'")
+    assert version != "99.0.0"
+    copied = host.check_output("ls /opt/pvesan/wheelhouse/%s" % host.file("/opt/pvesan/venv/.installed").content_string.strip())
+    assert copied.split() == ["pvesan_service-%s-py3-none-any.whl" % version]
+    health = json.loads(host.check_output("curl -sk https://127.0.0.1:8443/healthz"))
+    assert health["status"] == "ok" and health["target_up"] is True
+
+
+def test_tgtd_iothreads(host):
+    if is_node(host):
+        return
+    assert host.file("/etc/systemd/system/tgt.service.d/pvesan.conf").contains("^ExecStart=/usr/sbin/tgtd -f -t 2$")
+    cmdline = host.check_output("tr '\\0' ' ' </proc/$(pidof tgtd)/cmdline")
+    assert cmdline.split() == ["/usr/sbin/tgtd", "-f", "-t", "2"]
+
+
+def test_volumes_exported(host):
+    if is_node(host):
+        return
+    volumes = json.loads(host.check_output(
+        "pvesan --config /etc/pvesan/client.toml --tenant lab --json volume list"))
+    assert sorted(v["name"] for v in volumes) == ["hr-vol-1", "hr-vol-2"]
+    targets = host.check_output("tgtadm --lld iscsi --mode target --op show")
+    for volume in volumes:
+        assert re.search(r"(?m)^Target \d+: %s$" % re.escape(volume["iqn"]), targets)
