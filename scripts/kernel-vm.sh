@@ -232,7 +232,9 @@ cmd_record() {
     cmd_start
     trap 'iscsi_target_down; cmd_stop' EXIT
     case " ${sections[*]} " in *" iscsi "*) iscsi_target_up ;; esac
-    ssh_guest "cd '$root' && KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports bash tests/kernel-vm/record.sh ${sections[*]}"
+    # The guest runs a copy: editing the checkout's script meanwhile cannot upset a running bash.
+    ssh_guest "cp '$root/tests/kernel-vm/'record*.sh /root/ && cd '$root' && KVM_REPO='$root' \
+        KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports bash /root/record.sh ${sections[*]}"
 }
 
 case "${1:-}" in
