@@ -5,7 +5,9 @@ snapshots named ``snap_<name>_<snap>`` as Proxmox's own LVM-thin plugin names th
 LVM's activation-skip flag, so they are never active or exported), clones are thin snapshots of
 a snapshot made activatable (``-kn``).  Devices are ``/dev/<vg>/<name>``.
 
-Sizes are rounded up by LVM to whole extents (4 MiB by default); ``size()`` returns the real size.
+Sizes are rounded up to a multiple of 512 bytes here (lvm2 refuses ``-V``/``-L`` byte sizes that
+are not: "Size is not a multiple of 512") and by LVM to whole extents (4 MiB by default);
+``size()`` returns the real size.
 Rollback replaces the LV by a new thin snapshot of the snapshot (as Proxmox does), so the target
 must let go of the device first: ``rollback_needs_unexport`` is True.
 """
@@ -16,6 +18,18 @@ import json
 from .base import NAME_RE, BackendError, NotFound, NotSupported, PoolCapacity, Runner, VolumeBackend, check_name
 
 LVS_FIELDS = "lv_name,lv_size,data_percent,pool_lv,origin,lv_attr"
+SECTOR = 512
+
+
+def _sectors(size: int) -> int:
+    """``size`` rounded up to whole 512-byte sectors, the unit lvm2 accepts byte sizes in."""
+    return -(-size // SECTOR) * SECTOR
+
+
+def _missing(stderr: str) -> bool:
+    """lvm2's "does not exist" messages: "Failed to find logical volume", "Volume group ... not
+    found", "Snapshot origin LV ... not found in Volume group ..." (recorded, lvm2 2.03.16)."""
+    return "Failed to find" in stderr or "not found" in stderr
 
 
 class LvmThinBackend(VolumeBackend):
@@ -41,7 +55,7 @@ class LvmThinBackend(VolumeBackend):
         """``lvs`` report rows of ``target`` (a VG or VG/LV) with sizes in bytes."""
         res = self.runner.run(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", LVS_FIELDS, target], check=False)
         if res.rc != 0:
-            if "Failed to find" in res.stderr or "not found" in res.stderr:
+            if _missing(res.stderr):
                 raise NotFound("%s does not exist" % target)
             raise BackendError("lvs %s failed: %s" % (target, res.stderr.strip()))
         try:
@@ -75,6 +89,7 @@ class LvmThinBackend(VolumeBackend):
             raise NotSupported("volumes of an lvmthin pool are always thin; use a thin service type")
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise BackendError("volume size must be a positive number of bytes, not %r" % (size,))
+        size = _sectors(size)
         res = self.runner.run(["lvcreate", "-q", "-y", "-n", check_name(name), "-V", "%db" % size,
                                "-T", "%s/%s" % (self.vg, self.thinpool)], check=False)
         if res.rc != 0:
@@ -94,10 +109,11 @@ class LvmThinBackend(VolumeBackend):
         for snap in self.list_snapshots(name):
             self.snapshot_delete(name, snap)
         res = self.runner.run(["lvremove", "-q", "-y", self._lv(name)], check=False)
-        if res.rc != 0 and "Failed to find" not in res.stderr:
+        if res.rc != 0 and not _missing(res.stderr):
             raise BackendError("lvremove %s failed: %s" % (name, res.stderr.strip()))
 
     def resize(self, name: str, size: int) -> None:
+        size = _sectors(size)
         have = self.size(name)
         if size < have:
             raise BackendError("shrinking volume %s from %d to %d bytes is refused (data loss)" % (name, have, size))
@@ -134,13 +150,13 @@ class LvmThinBackend(VolumeBackend):
             return
         if "already exists" in res.stderr:
             raise BackendError("snapshot %s of volume %s already exists" % (snap, name))
-        if "Failed to find" in res.stderr:
+        if _missing(res.stderr):
             raise NotFound("volume %s does not exist" % name)
         raise BackendError("lvcreate snapshot %s failed: %s" % (lv, res.stderr.strip()))
 
     def snapshot_delete(self, name: str, snap: str) -> None:
         res = self.runner.run(["lvremove", "-q", "-y", "%s/%s" % (self.vg, self._snap_lv(name, snap))], check=False)
-        if res.rc != 0 and "Failed to find" not in res.stderr:
+        if res.rc != 0 and not _missing(res.stderr):
             raise BackendError("lvremove of snapshot %s failed: %s" % (snap, res.stderr.strip()))
 
     def snapshot_rollback(self, name: str, snap: str) -> None:
@@ -164,7 +180,7 @@ class LvmThinBackend(VolumeBackend):
         if res.rc != 0:
             if "already exists" in res.stderr:
                 raise BackendError("volume %s already exists" % new_name)
-            if "Failed to find" in res.stderr:
+            if _missing(res.stderr):
                 raise NotFound("snapshot %s of volume %s does not exist" % (snap, src))
             raise BackendError("lvcreate clone %s failed: %s" % (new_name, res.stderr.strip()))
         return self.path(new_name)

@@ -4,8 +4,9 @@
 its snapshots, clones are ``zfs clone`` (thin: they share blocks with the snapshot, which then
 cannot be deleted while the clone lives).  Devices are ``/dev/zvol/<dataset>/<name>``.
 
-Sizes are rounded up to a multiple of ``volblocksize`` (ZFS refuses others); ``size()`` returns
-the real ``volsize``.  Rollback works to the most recent snapshot only (``zfs rollback`` without
+Sizes are rounded up to a multiple of ``volblocksize`` here, so the size asked of ``zfs create``
+is the size the volume gets (zfs 2.1.11 would round ``-V 1000000`` up to 1015808 itself, recorded
+in the kernel VM); ``size()`` returns the real ``volsize``.  Rollback works to the most recent snapshot only (``zfs rollback`` without
 ``-r``, which would destroy newer snapshots silently).
 """
 from __future__ import annotations
