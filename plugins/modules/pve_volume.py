@@ -200,6 +200,15 @@ def as_bool(value, default):
     return str(value).lower() in ('1', 'true', 'yes', 'on')
 
 
+def logged_in(sessions, portals, iqn):
+    """The portals of ``portals`` that ``iscsiadm -m session`` lists a session to ``iqn`` on.
+
+    open-iscsi prints one line per session, e.g. ``tcp: [1] 10.0.2.2:13291,1 <iqn> (non-flash)``
+    (recorded from open-iscsi 2.1.8 in the kernel VM: tests/unit/plugins/modules/fixtures/iscsi).
+    """
+    return [pt for pt in portals if re.search(r'\s%s,\d+\s+%s(\s|$)' % (re.escape(pt), re.escape(iqn)), sessions, re.M)]
+
+
 def public(vol):
     """The service's volume description without CHAP secrets."""
     vol = dict(vol)
@@ -411,9 +420,9 @@ class Volume:
             portals = portals[:1]
         rc, out, err = self.module.run_command([iscsiadm, '-m', 'session'])
         sessions = out if rc == 0 else ''   # rc 21: no active sessions
-        logged_in = [pt for pt in portals if re.search(r'\s%s,\d+\s+%s(\s|$)' % (re.escape(pt), re.escape(iqn)), sessions)]
+        current = logged_in(sessions, portals, iqn)
         want = self.p['state'] == 'attached'
-        todo = [pt for pt in portals if (pt not in logged_in) == want]
+        todo = [pt for pt in portals if (pt not in current) == want]
         if not self.module.check_mode:
             for pt in todo:
                 node = [iscsiadm, '-m', 'node', '-T', iqn, '-p', pt]
@@ -425,7 +434,7 @@ class Volume:
                     self.module.run_command(node + ['-o', 'delete'])
         devices = ['/dev/disk/by-path/ip-%s-iscsi-%s-lun-%s' % (pt, iqn, lun) for pt in portals]
         path = devices[0] if want else None
-        self.diff['before'] = {'sessions': logged_in}
+        self.diff['before'] = {'sessions': current}
         self.diff['after'] = {'sessions': portals if want else []}
         return self.exit(bool(todo), vol, snaps, path=path, devices=devices if want else [])
 

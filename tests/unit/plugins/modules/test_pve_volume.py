@@ -3,7 +3,7 @@
 """pve_volume against a real pvesan-service (file pool on a loop-mounted XFS with reflink, a
 private tgtd), started and removed by the fixture below; storage.cfg and the token in a temp
 config_root. The attach/detach paths, which need the kernel iSCSI initiator, run against
-iscsiadm output of the documented open-iscsi format (see ISCSIADM_SESSION)."""
+iscsiadm output recorded from open-iscsi in the kernel VM (see ISCSIADM_SESSION)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -24,6 +24,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.pvesan.storage.plugins.modules import pve_volume
+from ansible_collections.pvesan.storage.tests.unit.plugins.module_utils.test_zfs_pool_kernel_vm import Recording
 
 MiB = 1024 * 1024
 SID = 'san'
@@ -293,10 +294,48 @@ def test_clear_errors(capsys, root, service):
         assert res['failed'] and message in res['msg'], (args, res['msg'])
 
 
-# `iscsiadm -m session` lines as open-iscsi prints them (usr/session_info.c: "%s: [%d] %s:%s,%d %s%s"
-# -> "tcp: [1] 10.89.1.10:3260,1 <iqn> (non-flash)"). No kernel initiator exists here to record it.
+# `iscsiadm -m session` and friends RECORDED from open-iscsi 2.1.8 (Debian 12) logged in to a tgtd
+# from the kernel VM (fixtures/iscsi/kernel-vm, SOURCES.md there; `make kernel-vm-record SECTIONS=iscsi`).
+ISCSI = Recording(os.path.join(os.path.dirname(__file__), 'fixtures', 'iscsi', 'kernel-vm'))
+REC_IQN = 'iqn.2026-11.org.pvesan:default.v-0a1b2c3d4e5f6071'
+REC_P1, REC_P2 = '10.0.2.2:13291', '10.0.2.2:13292'
+
+
 def ISCSIADM_SESSION(portal, iqn):
-    return 'tcp: [1] %s,1 %s (non-flash)\n' % (portal, iqn)
+    """The recorded one-session line, for this test's portal and target instead of the VM's."""
+    return ISCSI.out('session-one').replace(REC_P1, portal).replace(REC_IQN, iqn)
+
+
+def test_recorded_sessions_and_device_names():
+    assert ISCSI.answer('session-none') == (21, '', 'iscsiadm: No active sessions.\n')
+    assert pve_volume.logged_in(ISCSI.out('session-one'), [REC_P1, REC_P2], REC_IQN) == [REC_P1]
+    assert pve_volume.logged_in(ISCSI.out('session-two'), [REC_P1, REC_P2], REC_IQN) == [REC_P1, REC_P2]
+    assert pve_volume.logged_in(ISCSI.out('session-two'), [REC_P1], REC_IQN + '-other') == []
+    assert pve_volume.logged_in(ISCSI.out('session-two'), ['10.0.2.2:1329'], REC_IQN) == []
+    # the commands the module runs, as recorded, and what they answer
+    node = ['iscsiadm', '-m', 'node', '-T', REC_IQN, '-p', REC_P1]
+    assert ISCSI.argv('node-new-1') == node + ['-o', 'new'] and ISCSI.rc('node-new-1') == 0
+    assert ISCSI.argv('login-1') == node + ['--login'] and ISCSI.rc('login-1') == 0
+    assert ISCSI.rc('node-new-1-again') == 0  # -o new over an existing node record is fine
+    assert ISCSI.rc('login-1-again') == 15  # a second login fails: the module checks the sessions first
+    assert ISCSI.argv('logout-1') == node + ['--logout'] and ISCSI.rc('logout-1') == 0
+    assert ISCSI.argv('node-delete-1') == node + ['-o', 'delete'] and ISCSI.rc('node-delete-1') == 0
+    assert ISCSI.rc('logout-not-logged-in') == 21
+    # the by-path names the module returns are the links udev made, one per portal
+    listing = ISCSI.out('by-path-two.ls')
+    for portal in (REC_P1, REC_P2):
+        assert ' ip-%s-iscsi-%s-lun-1 -> ../../sd' % (portal, REC_IQN) in listing
+
+
+def test_recorded_multipath_map_is_named_by_wwid():
+    # user_friendly_names no (the multipath role): the map is /dev/mapper/<WWID>, the name the
+    # Proxmox plugin looks for. tgt derives that WWID (VPD 0x83, NAA 6) from the target id and
+    # LUN only (0e00000000010001 = tid 1, lun 1), not from the serial the service sets.
+    wwid = ISCSI.out('scsi_id').strip()
+    assert wwid == '360000000000000000e00000000010001'
+    assert ISCSI.out('multipath-ll').startswith(wwid + ' dm-0 PVESAN,volume\n')
+    assert ' %s -> ../dm-0\n' % wwid in ISCSI.out('mapper.ls')
+    assert ISCSI.argv('multipath-flush') == ['multipath', '-f', wwid] and ISCSI.rc('multipath-flush') == 0
 
 
 def test_attach_and_detach_with_open_iscsi(capsys, root, service, monkeypatch):
@@ -307,7 +346,7 @@ def test_attach_and_detach_with_open_iscsi(capsys, root, service, monkeypatch):
     def fake_run(self, args, check_rc=False, **kw):
         calls.append(args[1:])
         if args[1:] == ['-m', 'session']:
-            return (0, sessions['out'], '') if sessions['out'] else (21, '', 'iscsiadm: No active sessions.\n')
+            return (0, sessions['out'], '') if sessions['out'] else ISCSI.answer('session-none')
         return 0, '', ''
 
     monkeypatch.setattr(pve_volume.AnsibleModule, 'get_bin_path', lambda self, name, required=False, opt_dirs=None: '/sbin/' + name)
