@@ -12,9 +12,9 @@ import os
 import pytest
 import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
-    os.environ["MOLECULE_INVENTORY_FILE"]
-).get_hosts("pve_nodes")
+# checks through `podman exec` (fast); names and variables from the inventory
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+testinfra_hosts = ["podman://" + name for name in RUNNER.get_hosts("pve_nodes")]
 
 SECRETS = {
     # (type, option) -> (path under /etc/pve, expected content)
@@ -28,7 +28,7 @@ SECRETS = {
 
 
 def definitions(host):
-    variables = host.ansible.get_variables()
+    variables = RUNNER.get_variables(host.backend.name)
     defs = variables.get("pve_storage_definitions")
     if not defs:
         pytest.skip("pve_storage_definitions is not set for this host")
