@@ -133,27 +133,45 @@ def vdev_type(name):
     return kind
 
 
-def parse_status(text):
-    """Parse ``zpool status -P -L <pool>`` into a layout (list of vdev dicts)."""
+def _config_rows(text):
+    """(depth, name) of each line of the config section of `zpool status`, the pool's own line
+    and the class headers (depth 0) included; None when there is no config section."""
     lines = text.splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.strip().startswith('NAME') and 'STATE' in line)
     except StopIteration:
-        raise PoolError('unexpected zpool status output (no config section):\n%s' % text)
+        return None
     # zpool prints the config indented by one tab; copies of it (terminals, pastes, `awk`) often
     # have spaces instead. Depth is counted from whatever margin the NAME header has.
     header = lines[start]
     margin = header[:len(header) - len(header.lstrip())]
-    layout = []
-    cls = 'data'
-    current = None
-    spare_group = None  # [depth, leaves seen] of an active spare-N inside the current vdev
+    rows = []
     for line in lines[start + 2:]:  # skip the header and the pool's own line
         if not line.strip() or line.startswith('errors:'):
             break
         body = line[len(margin):] if line.startswith(margin) else line.lstrip('\t')
-        depth = (len(body) - len(body.lstrip(' '))) // 2
-        name = body.split()[0]
+        rows.append(((len(body) - len(body.lstrip(' '))) // 2, body.split()[0]))
+    return rows
+
+
+def parse_status(text, paths_text=None):
+    """Parse ``zpool status -P -L <pool>`` into a layout (list of vdev dicts).
+
+    paths_text, the output of ``zpool status -P <pool>`` (without -L), gives each disk the path
+    zpool keeps for it (``paths``, parallel to ``disks``). zpool only accepts that path (or the
+    guid) to name an existing device in attach/remove: for a pool created with by-id links the
+    resolved name -L prints is refused, "no such device in pool" (recorded, OpenZFS 2.1.11)."""
+    rows = _config_rows(text)
+    if rows is None:
+        raise PoolError('unexpected zpool status output (no config section):\n%s' % text)
+    path_rows = _config_rows(paths_text) if paths_text else None
+    if not path_rows or [d for d, _n in path_rows] != [d for d, _n in rows]:
+        path_rows = rows  # no paths (or another shape, e.g. the pool changed in between): use -L names
+    layout = []
+    cls = 'data'
+    current = None
+    spare_group = None  # [depth, leaves seen] of an active spare-N inside the current vdev
+    for (depth, name), (_d, path) in zip(rows, path_rows):
         if spare_group and depth <= spare_group[0]:
             spare_group = None
         if depth == 0:
@@ -164,7 +182,8 @@ def parse_status(text):
             kind = vdev_type(name)
             if cls == 'spare' and re.match(r'^draid[0-9]+-[0-9]+-[0-9]+$', name):
                 continue  # a dRAID distributed spare: part of its draid vdev
-            current = {'class': cls, 'type': kind, 'name': name, 'disks': [] if kind != 'disk' else [name]}
+            current = {'class': cls, 'type': kind, 'name': name, 'disks': [] if kind != 'disk' else [name],
+                       'paths': [] if kind != 'disk' else [path]}
             layout.append(current)
         elif current is not None and current['type'] != 'disk':
             # Leaves of the vdev; replacing-N in the middle of a resilver is flattened. In an active
@@ -178,9 +197,17 @@ def parse_status(text):
                 spare_group[1] += 1
                 if spare_group[1] == 1:
                     current['disks'].append(name)
+                    current['paths'].append(path)
             else:
                 current['disks'].append(name)
+                current['paths'].append(path)
     return layout
+
+
+def zpool_name(vdev, disk):
+    """The name zpool accepts for a disk of a current vdev: its path as zpool keeps it."""
+    paths = vdev.get('paths') or vdev['disks']
+    return paths[vdev['disks'].index(disk)]
 
 
 def parse_import_list(text):
@@ -351,11 +378,13 @@ def plan(name, current, wanted, resolver, force=False, ashift=None):
                 and holder['type'] in ('disk', 'mirror') and len(used) == len(holder['disks'])
                 and idx not in matched):
             matched.add(idx)
-            anchor = owners[[d for d, _v, _r in owners].index(used[0][0])][2]
+            anchor = zpool_name(holder, owners[[d for d, _v, _r in owners].index(used[0][0])][2])
             for disk, vdev, _r in owners:
                 if vdev is None:
                     commands.append(['zpool', 'attach'] + (['-f'] if force else []) + [name, anchor, disk])
-            after[idx] = dict(holder, type='mirror', disks=holder['disks'] + [d for d, v, _r in owners if v is None])
+            new = [d for d, v, _r in owners if v is None]
+            after[idx] = dict(holder, type='mirror', disks=holder['disks'] + new,
+                              paths=list(holder.get('paths') or holder['disks']) + new)
             continue
         conflicts.append('%s %s %s uses disks that are already in the pool in another layout (%s)' % (
             want['class'], want['type'], ' '.join(want['disks']),
@@ -388,7 +417,8 @@ def removal_conflicts(current, removals):
 
 
 def remove_command(name, vdev):
-    target = vdev['disks'][0] if vdev['type'] == 'disk' else vdev['name']
+    """zpool remove of a top-level vdev: a single disk by the path zpool keeps, others by name."""
+    target = zpool_name(vdev, vdev['disks'][0]) if vdev['type'] == 'disk' else vdev['name']
     return ['zpool', 'remove', name, target]
 
 

@@ -246,6 +246,13 @@ layout:
       description: The devices of the vdev.
       type: list
       elements: str
+    paths:
+      description:
+        - For vdevs the pool has, the devices as zpool keeps their paths (C(zpool status -P)),
+          e.g. C(/dev/disk/by-id/...-part1) where RV(layout[].disks) has C(/dev/sdb1).
+      type: list
+      elements: str
+      returned: for vdevs of the pool
 """
 
 import shlex
@@ -320,7 +327,10 @@ class Pool(object):
         return args
 
     def layout(self):
-        return parse_status(self.query(['zpool', 'status', '-P', '-L', self.name])[1])
+        # -L resolves the links to the device nodes the disks are compared by; the paths zpool
+        # keeps (without -L) are what zpool attach/remove accept to name an existing device.
+        resolved = self.query(['zpool', 'status', '-P', '-L', self.name])[1]
+        return parse_status(resolved, self.query(['zpool', 'status', '-P', self.name])[1])
 
     def get(self, tool, keys):
         if not keys:

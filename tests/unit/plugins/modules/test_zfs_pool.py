@@ -84,6 +84,8 @@ def existing(zfs, pool, status, zpool_get='tank.zpool-get', zfs_get='tank.zfs-ge
     zfs.answers.update({
         'zpool list -H -o name %s' % pool: (0, pool + '\n', ''),
         'zpool status -P -L %s' % pool: (0, fixture(status), ''),
+        # format-derived: there is no form without -L; the resolved names stand in for the paths
+        'zpool status -P %s' % pool: (0, fixture(status), ''),
         'zpool get -H -p %s %s' % (keys[0], pool): (0, fixture(zpool_get).replace('tank', pool), ''),
         'zfs get -H -p %s %s' % (keys[1], pool): (0, fixture(zfs_get).replace('tank', pool), ''),
     })
@@ -225,3 +227,72 @@ def test_invalid_name_and_missing_vdevs(capsys, zfs):
     missing(zfs, 'tank')
     res = run(capsys, dict(name='tank'))
     assert res['failed'] and 'give vdevs to create it' in res['msg']
+
+
+# --- replayed from real OpenZFS 2.1.11 in the kernel VM (module_utils/fixtures/zfs_pool/kernel-vm)
+KVM_DISK = '/dev/disk/by-id/virtio-pvesan-d%d'
+KVM_TANK = dict(
+    name='tank', ashift=12, autotrim=True,
+    vdevs=[{'type': 'mirror', 'disks': [KVM_DISK % 1, KVM_DISK % 2]}, {'type': 'mirror', 'disks': [KVM_DISK % 3, KVM_DISK % 4]}],
+    log=[{'type': 'mirror', 'disks': [KVM_DISK % 5, KVM_DISK % 6]}], cache=[KVM_DISK % 7], spares=[KVM_DISK % 8],
+    filesystem_properties={'compression': 'lz4', 'atime': 'off', 'xattr': 'sa'},
+)
+
+
+@pytest.fixture
+def vm(zfs, monkeypatch):
+    """zfs with answers only from the kernel-VM recordings, keyed by the recorded command line."""
+    from ansible_collections.pvesan.storage.tests.unit.plugins.module_utils import test_zfs_pool_kernel_vm as kvm
+    monkeypatch.setattr(mod, 'Resolver', lambda: kvm.HOST)
+
+    def answer(*names):
+        for name in names:
+            zfs.answers[' '.join(kvm.REC.argv(name))] = kvm.REC.answer(name)
+    zfs.answer = answer
+    zfs.rec = kvm.REC
+    return zfs
+
+
+def test_vm_create_runs_the_recorded_command(capsys, vm):
+    vm.answer('list-missing', 'import-none')
+    res = run(capsys, KVM_TANK)
+    assert res['commands'] == [' '.join(vm.rec.argv('tank.create'))] and vm.rec.rc('tank.create') == 0
+
+
+@pytest.mark.parametrize('name', [lambda n: KVM_DISK % n, lambda n: 'vd' + 'abcdefghijklm'[n], lambda n: '/dev/vd' + 'abcdefghijklm'[n]])
+def test_vm_second_run_unchanged(capsys, vm, name):
+    vm.answer('tank.list-name', 'tank.status', 'tank.status-paths', 'tank.zpool-get', 'tank.zfs-get-xattr')
+    args = dict(KVM_TANK, vdevs=[{'type': 'mirror', 'disks': [name(1), name(2)]}, {'type': 'mirror', 'disks': [name(3), name(4)]}],
+                log=[{'type': 'mirror', 'disks': [name(5), name(6)]}], cache=[name(7)], spares=[name(8)])
+    res = run(capsys, args)
+    assert not res['changed'] and res['commands'] == [] and vm.changes() == []
+
+
+def test_vm_grow_and_converge_properties(capsys, vm):
+    vm.answer('tank.list-name', 'tank.status', 'tank.status-paths', 'tank.zpool-get', 'tank.zfs-get')
+    args = dict(KVM_TANK, vdevs=KVM_TANK['vdevs'] + [{'type': 'mirror', 'disks': [KVM_DISK % 9, KVM_DISK % 10]}],
+                autotrim=False, filesystem_properties={'compression': 'lz4', 'atime': 'off', 'recordsize': '1M'})
+    res = run(capsys, args)
+    assert res['commands'] == [' '.join(vm.rec.argv(n)) for n in ('tank.add-mirror', 'tank.set-autotrim', 'tank.set-recordsize')]
+
+
+def test_vm_exported_pool_is_imported_not_created(capsys, vm):
+    vm.answer('tank.list-exported', 'tank.import-list')
+    res = run(capsys, dict(name='tank', state='imported'), check=True)
+    assert res['changed'] and res['commands'] == [' '.join(vm.rec.argv('tank.import'))]
+    res = run(capsys, dict(KVM_TANK), check=True)
+    assert res['commands'] == ['zpool import tank']  # never a zpool create over an exported pool
+
+
+def test_vm_attach_and_remove_name_disks_as_zpool_keeps_them(capsys, vm):
+    # zpool refuses the resolved name -L prints for a disk added by a by-id link
+    assert vm.rec.rc('stripe.attach-resolved') != 0 and 'no such device in pool' in vm.rec.err('stripe.attach-resolved')
+    assert vm.rec.rc('tank.remove-cache-resolved') != 0 and 'no such device in pool' in vm.rec.err('tank.remove-cache-resolved')
+    vm.answer('stripe.list-name', 'stripe.status', 'stripe.status-paths')
+    res = run(capsys, dict(name='stripe', vdevs=[{'type': 'mirror', 'disks': [KVM_DISK % 1, KVM_DISK % 5]}, {'disks': [KVM_DISK % 2]}]))
+    assert res['commands'] == [' '.join(vm.rec.argv('stripe.attach'))] and vm.rec.rc('stripe.attach') == 0
+    vm.answers.clear()
+    vm.answer('tank.list-name', 'tank-added.status', 'tank-added.status-paths', 'tank.zpool-get', 'tank.zfs-get-xattr')
+    res = run(capsys, dict(KVM_TANK, cache=[], allow_destroy=True,
+                           vdevs=KVM_TANK['vdevs'] + [{'type': 'mirror', 'disks': [KVM_DISK % 9, KVM_DISK % 10]}]))
+    assert res['commands'] == [' '.join(vm.rec.argv('tank.remove-cache'))] and vm.rec.rc('tank.remove-cache') == 0
