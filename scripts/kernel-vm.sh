@@ -7,7 +7,7 @@
 #   scripts/kernel-vm.sh start        boot a throwaway overlay of the image, wait for ssh
 #   scripts/kernel-vm.sh ssh [CMD..]  run a command in the guest (as root)
 #   scripts/kernel-vm.sh stop         power the guest off
-#   scripts/kernel-vm.sh record       build + start + tests/kernel-vm/record.sh + stop
+#   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
 # 10.0.2.2 (qemu user networking), and KVM_VM_DISKS extra virtio disks with serial=pvesan-dN,
