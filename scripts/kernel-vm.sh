@@ -49,6 +49,7 @@ build_image() {
     # The kernel and headers first, so zfs-dkms finds a kernel to build for.
     DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y --no-install-recommends \
         linux-image-amd64 linux-headers-amd64 initramfs-tools
+    # shellcheck disable=SC2012  # one directory per kernel version, plain names
     kver=$(ls "$dir/lib/modules" | sort -V | tail -1)
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y --no-install-recommends $packages
@@ -66,6 +67,7 @@ build_image() {
     chroot "$dir" systemctl enable systemd-networkd ssh
     chroot "$dir" passwd -d root
     mkdir -p "$dir/etc/systemd/system/serial-getty@ttyS0.service.d" "$dir/root/.ssh"
+    # shellcheck disable=SC2016  # $TERM is for systemd, not for this shell
     printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200 %%I $TERM\n' \
         >"$dir/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
     cp "$cache/id_ed25519.pub" "$dir/root/.ssh/authorized_keys"
@@ -113,6 +115,7 @@ cmd_build() {
         log "build failed"
         return 1
     fi
+    # shellcheck disable=SC2012
     kver=$(ls "$rootfs/lib/modules" | sort -V | tail -1)
     cp "$rootfs/boot/vmlinuz-$kver" "$image.tmp/vmlinuz"
     cp "$rootfs/boot/initrd.img-$kver" "$image.tmp/initrd.img"
@@ -145,6 +148,7 @@ cmd_start() {
     rm -rf "$run"
     mkdir -p "$run"
     qemu-img create -q -f qcow2 -F raw -b "$(readlink -f "$image/rootfs.raw")" "$run/root.qcow2"
+    # shellcheck disable=SC2054  # the commas are qemu's option syntax
     local args=(
         -name kernel-vm -machine pc -accel tcg -cpu max -smp "$smp" -m "$mem"
         -display none -serial "file:$run/console.log" -monitor none

@@ -25,6 +25,7 @@ GONE = "v-ffffffffffffffff"
 def rec(*names):
     return [REC.step(n) for n in names]
 
+
 class Replay:
     """Runner that expects an exact sequence of commands and answers with recorded output."""
 

@@ -17,6 +17,7 @@ sections=("$@")
 ZP_DIR=$repo/tests/unit/plugins/module_utils/fixtures/zfs_pool/kernel-vm
 ZFS_DIR=$repo/service/tests/fixtures/backends/zfs
 LVM_DIR=$repo/service/tests/fixtures/backends/lvmthin
+# shellcheck disable=SC2034  # used by record-iscsi.sh
 ISCSI_DIR=$repo/tests/unit/plugins/modules/fixtures/iscsi/kernel-vm
 
 # The checkout's .venv points at the host's Python; the guest runs Debian's python3 (also 3.11)
@@ -66,12 +67,23 @@ fresh() {
 }
 
 wipe_disks() {
-    local n
+    # ZFS keeps labels at both ends of a partition: clear them, the partition tables and the
+    # first and last 4 MiB of each disk, so the next zpool create finds no "in use" disk.
+    local n disk size part
+    udevadm settle
     for n in $(seq 1 12); do
-        [ -e "$(D "$n")" ] || continue
-        run wipefs -q -a "$(D "$n")"-part* 2>/dev/null
-        run wipefs -q -a "$(D "$n")" 2>/dev/null
-        run dd if=/dev/zero of="$(D "$n")" bs=1M count=4 status=none
+        disk=$(D "$n")
+        [ -e "$disk" ] || continue
+        for part in "$disk"-part*; do
+            [ -e "$part" ] || continue
+            run zpool labelclear -f "$part" >/dev/null 2>&1
+            run wipefs -q -a "$part" >/dev/null 2>&1
+        done
+        run wipefs -q -a "$disk" >/dev/null 2>&1
+        size=$(blockdev --getsize64 "$disk")
+        run dd if=/dev/zero of="$disk" bs=1M count=4 status=none
+        run dd if=/dev/zero of="$disk" bs=1M count=4 seek=$((size / 1048576 - 4)) status=none
+        run blockdev --rereadpt "$disk" 2>/dev/null
     done
     udevadm settle
 }
@@ -173,6 +185,7 @@ section_zfs_pool() {
     run zpool destroy rz3
     wipe_disks
     # dRAID with every parameter, and with OpenZFS's defaults
+    # shellcheck disable=SC2046  # one word per disk
     rec "$dir" draid2.create zpool create bulk draid2:4d:11c:1s $(for n in $(seq 1 11); do D "$n"; done)
     pool_state bulk draid2
     run zpool destroy bulk
@@ -224,6 +237,7 @@ section_zfs_pool() {
 
 }
 
+# shellcheck disable=SC2086  # the disk paths spliced into the JSON have no blanks
 section_zfs_pool_module() {
     modprobe zfs
     zpool_destroy_all
@@ -250,6 +264,16 @@ section_zfs_pool_module() {
       "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d2'"]}, {"type": "mirror", "disks": ["'$d3'", "'$d4'"]}],
       "log": [{"type": "mirror", "disks": ["'$d5'", "'$d6'"]}], "cache": ["'$d7'"], "spares": ["'$d8'"],
       "filesystem_properties": {"compression": "lz4", "atime": "off", "xattr": "sa", "recordsize": "1M"}}'
+    # attach to and remove from a pool made with by-id links (zpool wants the paths it keeps)
+    modrun stripe-create '{"name": "stripe", "vdevs": [{"disks": ["'$d1'", "'$d2'"]}]}'
+    args='{"name": "stripe", "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d5'"]}, {"disks": ["'$d2'"]}]}'
+    modrun stripe-attach "$args"
+    run zpool wait -t resilver stripe
+    modrun stripe-second "$args"
+    modrun stripe-cache-add '{"name": "stripe", "cache": ["'$d7'"]}'
+    modrun stripe-cache-remove '{"name": "stripe", "cache": [], "allow_destroy": true}'
+    modrun stripe-destroy '{"name": "stripe", "state": "absent", "allow_destroy": true}'
+    wipe_disks
     modrun tank-create "$args"
     modrun tank-second "$args"
     modrun tank-short-names '{"name": "tank", "ashift": 12, "autotrim": true,
@@ -356,6 +380,7 @@ section_lvmthin() {
     local dir=$LVM_DIR
     local v1=v-0a1b2c3d4e5f6071 v2=v-0c2d3e4f50617283 s1=s-1111111111111111
     local snap1=snap_${v1}_${s1}
+    # shellcheck disable=SC2054
     local lvs=(lvs --reportformat json --units b --nosuffix -o lv_name,lv_size,data_percent,pool_lv,origin,lv_attr)
     echo "== lvmthin backend -> $dir" >&2
     run vgremove -q -y -f pve 2>/dev/null
@@ -391,6 +416,7 @@ section_lvmthin() {
     rec "$dir" clone-missing-snapshot lvcreate -q -y -s -kn -ay -n v-0d0d0d0d0d0d0d0d "pve/snap_${v1}_s-9999999999999999"
     rec "$dir" lvs-vg "${lvs[@]}" pve
     # in use: a process holds the device open
+    # shellcheck disable=SC2217  # sleep only holds the device open
     sleep 60 <"/dev/pve/$v1" &
     local holder=$!
     sleep 1
