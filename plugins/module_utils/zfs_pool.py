@@ -296,7 +296,11 @@ def vdev_args(vdev):
 
 
 def layout_args(layout):
-    """Words for `zpool create`/`zpool add`: data vdevs first, then each class after its keyword."""
+    """Words for `zpool create`/`zpool add`: data vdevs first, then each class after its keyword.
+
+    Within a class the single-disk vdevs come first: zpool reads every word after `mirror`
+    (raidz, draid) up to the next keyword as a member, so `mirror a b c` is one 3-way mirror,
+    never a mirror and a single disk (seen in the kernel VM: the module once made exactly that)."""
     words = []
     for cls in CLASSES:
         vdevs = [v for v in layout if v['class'] == cls]
@@ -304,7 +308,7 @@ def layout_args(layout):
             continue
         if cls != 'data':
             words.append(ADD_KEYWORD[cls])
-        for vdev in vdevs:
+        for vdev in sorted(vdevs, key=lambda v: v['type'] != 'disk'):  # stable: order kept otherwise
             words.extend(vdev_args(vdev))
     return words
 

@@ -260,13 +260,9 @@ section_zfs_pool_module() {
     : >"$dir/runs.tsv"
     local d1 d2 d3 d4 d5 d6 d7 d8
     d1=$(D 1) d2=$(D 2) d3=$(D 3) d4=$(D 4) d5=$(D 5) d6=$(D 6) d7=$(D 7) d8=$(D 8)
-    args='{"name": "tank", "ashift": 12, "autotrim": true,
-      "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d2'"]}, {"type": "mirror", "disks": ["'$d3'", "'$d4'"]}],
-      "log": [{"type": "mirror", "disks": ["'$d5'", "'$d6'"]}], "cache": ["'$d7'"], "spares": ["'$d8'"],
-      "filesystem_properties": {"compression": "lz4", "atime": "off", "xattr": "sa", "recordsize": "1M"}}'
     # attach to and remove from a pool made with by-id links (zpool wants the paths it keeps)
     modrun stripe-create '{"name": "stripe", "vdevs": [{"disks": ["'$d1'", "'$d2'"]}]}'
-    args='{"name": "stripe", "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d5'"]}, {"disks": ["'$d2'"]}]}'
+    args='{"name": "stripe", "force": true, "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d5'"]}, {"disks": ["'$d2'"]}]}'
     modrun stripe-attach "$args"
     run zpool wait -t resilver stripe
     modrun stripe-second "$args"
@@ -274,6 +270,15 @@ section_zfs_pool_module() {
     modrun stripe-cache-remove '{"name": "stripe", "cache": [], "allow_destroy": true}'
     modrun stripe-destroy '{"name": "stripe", "state": "absent", "allow_destroy": true}'
     wipe_disks
+    # the same layout created at once: a mirror and a single disk (needs force: mismatched replication)
+    modrun mixed-create "$args"
+    modrun mixed-second "$args"
+    modrun mixed-destroy '{"name": "stripe", "state": "absent", "allow_destroy": true}'
+    wipe_disks
+    args='{"name": "tank", "ashift": 12, "autotrim": true,
+      "vdevs": [{"type": "mirror", "disks": ["'$d1'", "'$d2'"]}, {"type": "mirror", "disks": ["'$d3'", "'$d4'"]}],
+      "log": [{"type": "mirror", "disks": ["'$d5'", "'$d6'"]}], "cache": ["'$d7'"], "spares": ["'$d8'"],
+      "filesystem_properties": {"compression": "lz4", "atime": "off", "xattr": "sa", "recordsize": "1M"}}'
     modrun tank-create "$args"
     modrun tank-second "$args"
     modrun tank-short-names '{"name": "tank", "ashift": 12, "autotrim": true,

@@ -261,3 +261,13 @@ def test_import_lists():
     # nothing to import: exit status 0, the message on stderr
     assert REC.answer('import-none') == (0, '', 'no pools available to import\n')
     assert parse_import_list(REC.out('import-none')) == []
+
+
+def test_single_disks_come_before_a_mirror():
+    """zpool reads `mirror a b c` as one 3-way mirror: the kernel-VM module run of
+    [mirror d1 d5, d2] once created exactly that (`zpool create stripe mirror d1 d5 d2`)."""
+    layout = wanted_layout(data=[{'type': 'mirror', 'disks': by_id(1, 5)}, {'disks': by_id(2)}],
+                           log=[{'type': 'mirror', 'disks': by_id(3, 4)}, {'disks': by_id(6)}])
+    assert layout_args(layout) == [D % 2, 'mirror', D % 1, D % 5, 'log', D % 6, 'mirror', D % 3, D % 4]
+    # a 3-way mirror stays what it is
+    assert layout_args(wanted_layout(data=[{'type': 'mirror', 'disks': by_id(1, 2, 3)}])) == ['mirror'] + by_id(1, 2, 3)
