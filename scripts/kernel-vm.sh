@@ -134,7 +134,7 @@ cmd_build() {
 
 ssh_guest() {
     ssh -q -i "$cache/id_ed25519" -p "$ssh_port" -o StrictHostKeyChecking=no \
-        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o ServerAliveInterval=15 \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o ServerAliveInterval=15 -o ServerAliveCountMax=20 \
         -o LogLevel=ERROR root@127.0.0.1 "$@"
 }
 

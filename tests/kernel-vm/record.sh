@@ -67,25 +67,16 @@ fresh() {
 }
 
 wipe_disks() {
-    # ZFS keeps labels at both ends of a partition: clear them, the partition tables and the
-    # first and last 4 MiB of each disk, so the next zpool create finds no "in use" disk.
-    local n disk size part
+    local n
     udevadm settle
     for n in $(seq 1 12); do
-        disk=$(D "$n")
-        [ -e "$disk" ] || continue
-        for part in "$disk"-part*; do
-            [ -e "$part" ] || continue
-            run zpool labelclear -f "$part" >/dev/null 2>&1
-            run wipefs -q -a "$part" >/dev/null 2>&1
-        done
-        run wipefs -q -a "$disk" >/dev/null 2>&1
-        size=$(blockdev --getsize64 "$disk")
-        run dd if=/dev/zero of="$disk" bs=1M count=4 status=none
-        run dd if=/dev/zero of="$disk" bs=1M count=4 seek=$((size / 1048576 - 4)) status=none
-        run blockdev --rereadpt "$disk" 2>/dev/null
+        [ -e "$(D "$n")" ] || continue
+        run wipefs -q -a "$(D "$n")"-part* >/dev/null 2>&1
+        run wipefs -q -a "$(D "$n")" >/dev/null 2>&1
+        run dd if=/dev/zero of="$(D "$n")" bs=1M count=4 status=none
     done
     udevadm settle
+    sleep 1
 }
 
 zpool_destroy_all() {
