@@ -225,7 +225,13 @@ iscsi_target_up() {
 
 iscsi_target_down() {
     [ -f "$run/tgtd.pid" ] || return 0
-    kill "$(cat "$run/tgtd.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$run/tgtd.pid")
+    # tgtd does not exit on SIGTERM while it has targets: remove the target first.
+    tgtadm -C "$iscsi_control" --lld iscsi -m target -o delete --force -t 1 >/dev/null 2>&1 || true
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$run/tgtd.pid"
 }
 
