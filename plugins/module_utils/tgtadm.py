@@ -11,7 +11,7 @@ Declarative API: one target is a plain dict::
 
     {"iqn": "iqn.2026-11.io.pvesan:t1.v-0a1b", "tid": 1,
      "luns": [{"lun": 1, "path": "/srv/a.img", "serial": "v0a1b", "vendor": None, "product": None,
-               "readonly": False, "write_cache": None, "size": 67000000,
+               "readonly": False, "write_cache": None, "size": 67000000, "scsi_id": "0a1b2c3d4e5f6071",
                "bstype": "rdwr", "bsoflags": "direct", "block_size": 512}],
      "initiators": ["10.0.0.0/24", "iqn.1993-08.org.debian:01:abc"],   # [] = any initiator
      "chap": {"user": "alice", "password": None},                      # None = no CHAP
@@ -220,7 +220,7 @@ def parse_show(text):
         if section == "LUN information":
             m = _LUN_RE.match(line)
             if m:
-                lun = {"lun": int(m.group(1)), "path": None, "serial": None, "vendor": None, "product": None,
+                lun = {"lun": int(m.group(1)), "path": None, "serial": None, "scsi_id": None, "vendor": None, "product": None,
                        "readonly": False, "write_cache": None, "size": 0, "bstype": None, "bsoflags": None,
                        "block_size": 512, "type": None}
                 if lun["lun"] != 0:
@@ -241,6 +241,8 @@ def parse_show(text):
                 lun["type"] = value
             elif key == "SCSI SN":
                 lun["serial"] = value
+            elif key == "SCSI ID":
+                lun["scsi_id"] = value
             elif key == "Readonly":
                 lun["readonly"] = value == "Yes"
             elif key == "Backing store type":
@@ -288,9 +290,11 @@ def next_free_tid(targets):
 
 def _lun_params(lun):
     params = {}
-    for key, param in (("serial", "scsi_sn"), ("vendor", "vendor_id"), ("product", "product_id")):
+    for key, param in (("serial", "scsi_sn"), ("scsi_id", "scsi_id"), ("vendor", "vendor_id"), ("product", "product_id")):
         if lun.get(key):
             params[param] = lun[key]
+    if params.get("scsi_id", "").startswith("IET "):
+        del params["scsi_id"]  # tgt's default (from tid and LUN): tgtd makes it again by itself
     params["readonly"] = 1 if lun.get("readonly") else 0
     return params
 
@@ -387,6 +391,19 @@ def remove_target(tgtadm, current):
     """Delete one target (ending its sessions).  Accounts stay: they may serve other targets."""
     tgtadm.delete_target(current["tid"], force=True)
     return ["target %s deleted" % current["iqn"]]
+
+
+def naa_wwid(scsi_id):
+    """The WWID Linux (udev ``scsi_id``, multipath) gives a tgt LUN: tgt builds the NAA type 6
+    designator of VPD page 0x83 from the hex digits of the LUN's ``scsi_id`` (other characters
+    count as 0), right-aligned in 128 bits; udev prefixes the designator type 3.  tgt's default
+    ``scsi_id`` ("IET     " + tid + LUN) gives the same WWID to LUNs of different hosts and to a
+    LUN whose target got another tid, so set a unique one.  Checked against a Linux initiator
+    in the kernel VM (tests/unit/plugins/modules/fixtures/iscsi/kernel-vm/)."""
+    value = 0
+    for char in scsi_id:
+        value = ((value << 4) | (int(char, 16) if char in "0123456789abcdefABCDEF" else 0)) & ((1 << 128) - 1)
+    return "3%032x" % (value | (6 << 124))
 
 
 def tgtd_identity(tgtadm, probe=True):

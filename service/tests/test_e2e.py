@@ -252,6 +252,7 @@ def test_cli_json_and_exit_codes(srv, tenant):
     import json
     vol = json.loads(r.stdout)
     assert vol["size"] == 8 * MiB and vol["tags"] == ["a", "b"] and vol["export"]["lun"] == 1
+    assert vol["export"]["wwid"] == "36" + "0" * 15 + vol["id"][2:]  # the volume's own (tgt scsi_id)
     r = srv.cli("volume", "list", "--vmid", "300", token=token)
     assert [v["name"] for v in json.loads(r.stdout)] == ["vm-300-disk-0"]
     r = srv.cli("volume", "show", "nope", token=token)

@@ -337,3 +337,30 @@ def test_snapshot_rollback_and_clone_seen_through_the_export(tgtd, driver, xfs_p
     assert res.returncode == 0 and "verification failed" not in res.stdout
     res = qemu_io(tgtd.url(clone_iqn), "read -P 0x77 0 1M", "read -P 0x12 32M 1M")
     assert res.returncode == 0 and "verification failed" not in res.stdout
+
+
+def test_lun_identity_is_the_volume_id_across_restart_and_resize(tgtd, driver, volume):
+    """tgt's default SCSI ID (and so the WWID multipath groups paths by) comes from the tid; the
+    driver sets the serial instead, so the WWID stays the volume's own."""
+    iqn = PREFIX + "v-ident"
+    exp = Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071")
+
+    def identity():
+        lun = parse_show(tgtd.tgtadm("--mode", "target", "--op", "show").stdout)
+        lun = next(t for t in lun if t["iqn"] == iqn)["luns"][0]
+        t10 = subprocess.run(["iscsi-inq", "-e", "1", "-c", "131", tgtd.url(iqn)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout  # VPD 0x83 as the initiator sees it
+        return lun["scsi_id"], lun["serial"], "Designator:[0a1b2c3d4e5f6071]" in t10
+
+    driver.export(exp)
+    assert identity() == ("0a1b2c3d4e5f6071", "0a1b2c3d4e5f6071", True)
+    assert driver.wwid("0a1b2c3d4e5f6071") == "360000000000000000a1b2c3d4e5f6071"
+    with open(volume, "r+b") as f:
+        f.truncate(128 * MiB)
+    driver.refresh_size(iqn)  # re-creates the LUN
+    assert identity() == ("0a1b2c3d4e5f6071", "0a1b2c3d4e5f6071", True)
+    tgtd.kill()
+    tgtd.start()
+    assert driver.alive() is True
+    driver.export(exp)  # what the reconciler does after a restart
+    assert identity() == ("0a1b2c3d4e5f6071", "0a1b2c3d4e5f6071", True)

@@ -158,6 +158,7 @@ class ExportOut(BaseModel):
     portals: list[str]
     urls: list[str]
     initiators: list[str]
+    wwid: Optional[str] = Field(None, description="the WWID initiators see for the LUN (multipath map name); null when the target driver cannot tell")
     chap: Optional[ChapOut]
 
 

@@ -532,6 +532,7 @@ class Service:
                 "iqn": iqn, "lun": DATA_LUN, "portals": self.portals,
                 "urls": ["iscsi://%s/%s/%d" % (portal, iqn, DATA_LUN) for portal in self.portals],
                 "initiators": self._initiators(vol),
+                "wwid": self.target.wwid(vol["id"][2:]),
                 "chap": None if chap is None else {
                     "user": chap.user, "password": chap.password,
                     "mutual": {"user": chap.mutual_user, "password": chap.mutual_password} if chap.mutual_user else None},

@@ -56,6 +56,11 @@ class TargetDriver(abc.ABC):
     def export(self, export: Export) -> None:
         """Create the export or update it in place (ACL, CHAP, read-only); idempotent."""
 
+    def wwid(self, serial: str) -> Optional[str]:
+        """The WWID initiators see for the LUN of an export with this serial (udev's ID_SERIAL,
+        multipath's map name), or None when the driver cannot tell."""
+        return None
+
     @abc.abstractmethod
     def unexport(self, iqn: str) -> None:
         """Remove the target, ending its sessions; no error when it does not exist."""

@@ -71,7 +71,10 @@ class TgtDriver(TargetDriver):
         return self._targets
 
     def _desired(self, export: Export) -> dict:
-        lun = {"lun": export.lun, "path": export.backing_path, "serial": export.serial, "vendor": self.vendor,
+        # scsi_id = the serial (the volume id's hex digits): a WWID unique to the volume and
+        # stable across tgtd restarts and storage hosts (tgt's default depends on the tid).
+        lun = {"lun": export.lun, "path": export.backing_path, "serial": export.serial, "scsi_id": export.serial,
+               "vendor": self.vendor,
                "product": self.product, "readonly": export.readonly, "bstype": self.bstype,
                "bsoflags": self.bsoflags, "block_size": export.block_size}
         chap = mutual = None
@@ -214,6 +217,9 @@ class TgtDriver(TargetDriver):
             except tgtlib.TgtadmError as exc:
                 self._targets = None
                 raise TargetError("size refresh of %s failed: %s" % (iqn, exc)) from exc
+
+    def wwid(self, serial: str) -> Optional[str]:
+        return tgtlib.naa_wwid(serial)
 
     @property
     def generation(self):

@@ -49,7 +49,8 @@ def test_parse_show_recorded_output():
     assert [(t["tid"], t["iqn"]) for t in targets] == [
         (1, "iqn.2026-11.io.pvesan:t1.v-0a1b"), (2, "iqn.2026-11.io.pvesan:t2.v-0c"), (5, "iqn.2001-04.com.example:handmade")]
     t1, t2, t5 = targets
-    assert t1["luns"] == [{"lun": 1, "path": "/tmp/tgtrec/a.img", "serial": "v0a1b", "vendor": None, "product": None,
+    assert t1["luns"] == [{"lun": 1, "path": "/tmp/tgtrec/a.img", "serial": "v0a1b", "scsi_id": "IET     00010001",
+                           "vendor": None, "product": None,
                            "readonly": True, "write_cache": None, "size": 134 * 10 ** 6, "bstype": "rdwr",
                            "bsoflags": "direct", "block_size": 512, "type": "disk"}]
     assert t1["initiators"] == ["127.0.0.1", "iqn.1993-08.org.debian:01:abc"] and not t1["allow_all"]
@@ -166,3 +167,29 @@ def test_remove_refresh_and_tid():
     ]
     assert tgtadm.next_free_tid([]) == 1 and tgtadm.next_free_tid([1, 5, 2]) == 6
     assert tgtadm.tgtd_identity(tgtadm.Tgtadm(control_port=65000)) is None
+
+
+def test_lun_scsi_id_is_applied_and_read_back():
+    run = FakeRun()
+    desired = {"iqn": "iqn.2026-11.io.pvesan:t.v-2", "tid": 4, "initiators": [],
+               "luns": [{"lun": 1, "path": "/p/v-2.img", "serial": "0a1b2c3d4e5f6071", "scsi_id": "0a1b2c3d4e5f6071",
+                         "readonly": False}]}
+    tgtadm.apply_target(tgtadm.Tgtadm(run=run), desired)
+    assert "--mode logicalunit --op update --tid 4 --lun 1 --params readonly=0,scsi_id=0a1b2c3d4e5f6071,scsi_sn=0a1b2c3d4e5f6071" in run.ops()
+    show = ("Target 4: iqn.2026-11.io.pvesan:t.v-2\n    LUN information:\n        LUN: 1\n"
+            "            Type: disk\n            SCSI ID: 0a1b2c3d4e5f6071\n            SCSI SN: 0a1b2c3d4e5f6071\n")
+    assert tgtadm.parse_show(show)[0]["luns"][0]["scsi_id"] == "0a1b2c3d4e5f6071"
+
+
+def test_naa_wwid_matches_what_a_linux_initiator_saw():
+    # Recorded in the kernel VM: a tgt LUN with tgt's default SCSI ID ("IET     " + tid 1 + LUN 1,
+    # the T10 designator of sg_inq-vpd83.out) is the multipath map named in scsi_id.out.
+    vm = os.path.join(os.path.dirname(__file__), '..', 'modules', 'fixtures', 'iscsi', 'kernel-vm')
+    with open(os.path.join(vm, 'sg_inq-vpd83.out')) as f:
+        assert 'vendor id: IET     \n      vendor specific: 00010001\n' in f.read()
+    with open(os.path.join(vm, 'scsi_id.out')) as f:
+        recorded = f.read().strip()
+    assert tgtadm.naa_wwid("IET     00010001") == recorded == "360000000000000000e00000000010001"
+    # the service's scsi_id (the volume id's hex digits) makes it unique to the volume
+    assert tgtadm.naa_wwid("0a1b2c3d4e5f6071") == "360000000000000000a1b2c3d4e5f6071"
+    assert tgtadm.naa_wwid("0a1b2c3d4e5f6071") != tgtadm.naa_wwid("0a1b2c3d4e5f6072")
