@@ -37,6 +37,7 @@ our $VERSION = '1.0.0';
 our $PVESAN_CLI = $ENV{PVESAN_CLI} // '/usr/local/bin/pvesan';
 our $PRIV_DIR = '/etc/pve/priv/storage';
 our $TLS_ENDPOINTS = '/etc/pvesan/tls-endpoints.json';
+our $DEV_DIR = '/dev';    # udev's device links (by-path, dm-multipath maps) are below it
 our $CLI_TIMEOUT = 45;    # cluster storage lock work is killed after 60 s
 our $LOGGER = sub { my ($msg) = @_; openlog('pvesan', 'pid', 'daemon'); syslog('info', '%s', $msg); };
 
@@ -343,9 +344,9 @@ sub _run {
 sub _kernel_device {
     my ($scfg, $vol) = @_;
     my ($iqn, $lun) = _export_info($vol);
-    my @devs = map { "/dev/disk/by-path/ip-$_-iscsi-$iqn-lun-$lun" } _portals($scfg, $vol);
+    my @devs = map { "$DEV_DIR/disk/by-path/ip-$_-iscsi-$iqn-lun-$lun" } _portals($scfg, $vol);
     my $wwid = $vol->{wwid} // ($vol->{export} // {})->{wwid};
-    return "/dev/mapper/$wwid" if $scfg->{multipath} && $wwid && -b "/dev/mapper/$wwid";
+    return "$DEV_DIR/mapper/$wwid" if $scfg->{multipath} && $wwid && -b "$DEV_DIR/mapper/$wwid";
     return $devs[0];
 }
 
@@ -557,7 +558,7 @@ sub deactivate_volume {
     my $vol = eval { _volume_show($storeid, $scfg, $name) } or return 1;
     my ($iqn) = _export_info($vol);
     my $wwid = $vol->{wwid} // ($vol->{export} // {})->{wwid};
-    eval { _run('multipath', '-f', $wwid) } if $wwid && -b "/dev/mapper/$wwid";
+    eval { _run('multipath', '-f', $wwid) } if $wwid && -b "$DEV_DIR/mapper/$wwid";
     for my $portal (_portals($scfg, $vol)) {
         eval { _run('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal, '--logout') };
     }
