@@ -38,6 +38,7 @@ __metaclass__ = type  # pylint: disable=invalid-name
 import os
 import re
 import socket
+import struct
 import subprocess
 
 # Mode page 8 (caching) with WCE cleared, as tgt-admin sets it for "write-cache off".
@@ -67,6 +68,116 @@ def _default_run(argv):
     proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, universal_newlines=True)
     out, err = proc.communicate()
     return proc.returncode, out or "", err
+
+
+# tgtd's management protocol, as tgtadm 1.0.x speaks it (tgt's usr/tgtadm.h): one request per
+# connection to the socket: a 120-byte header, then the parameters as one NUL-terminated
+# "key=value,..." string; the answer is (err, total length) and, for shows, the text tgtadm prints.
+# The encoding below reproduces tgtadm 1.0.85's bytes (recorded with strace:
+# tests/unit/plugins/module_utils/fixtures/tgtd-socket/) and tgtadm's own messages and exit code, so callers cannot tell the
+# two apart; TgtDriver checks the equivalence against the tgtadm command on every tgtd start.
+_REQUEST = struct.Struct("<II64sIiQQIIIIII")  # mode op lld len tid sid lun cid host_no device_type ac_dir pack force
+_ANSWER = struct.Struct("<II")  # err len
+_SOCKET_MODES = {"system": 0, "target": 1, "logicalunit": 2, "portal": 3, "account": 7}
+_SOCKET_OPS = {"new": 0, "delete": 1, "show": 2, "bind": 3, "unbind": 4, "update": 5}
+# tgtd's error codes (0 is success) and the message tgtadm 1.0.85 prints for each (recorded)
+_TGTADM_ERRORS = (
+    "success", "unknown error", "out of memory", "can't find the driver", "can't find the target",
+    "can't find the logical unit", "can't find the session", "can't find the connection",
+    "can't find the binding", "this target already exists", "this logical unit number already exists",
+    "this binding already exists", "this access control rule already exists",
+    "this access control rule does not exist", "this account already exists", "can't find the account",
+    "too many accounts", "invalid request", "this target already has an outgoing account",
+    "this target is still active", "this logical unit is still active", "this driver is busy",
+    "this operation isn't supported", "unknown parameter", "this device has Prevent Removal set")
+_FLAGS = ("--force", "--outgoing")
+
+
+def tgtd_request(argv):
+    """The bytes tgtadm sends to tgtd for ``argv`` (a command line as ``Tgtadm.cmd`` builds it).
+
+    Only the modes, operations and options the ``Tgtadm`` methods use are known; anything else
+    raises ValueError (a caller error, not something to send)."""
+    opts = {}
+    args = list(argv[1:])
+    while args:
+        key = args.pop(0)
+        if key in _FLAGS:
+            opts[key] = True
+        elif key.startswith("-") and args:
+            opts[key] = args.pop(0)
+        else:
+            raise ValueError("tgtd socket: unexpected argument %r" % key)
+    mode, op = opts.pop("--mode", None), opts.pop("--op", None)
+    if mode not in _SOCKET_MODES or op not in _SOCKET_OPS:
+        raise ValueError("tgtd socket: mode %r op %r not supported" % (mode, op))
+    opts.pop("-C", None)
+    lld = opts.pop("--lld", "iscsi")
+    tid = int(opts.pop("--tid", -1))
+    lun = int(opts.pop("--lun", 0xFFFFFFFFFFFFFFFF))
+    force = 1 if opts.pop("--force", False) else 0
+    ac_dir = 1 if opts.pop("--outgoing", False) else 0
+    params = []
+    for key, name in (("--targetname", "targetname"), ("--initiator-address", "initiator-address"),
+                      ("--initiator-name", "initiator-name"), ("--backing-store", "path"),
+                      ("--bstype", "bstype"), ("--bsoflags", "bsoflags"), ("--blocksize", "blocksize"),
+                      ("--user", "user"), ("--password", "password")):
+        if key in opts:
+            params.append("%s=%s" % (name, opts.pop(key)))
+    if "--name" in opts and "--value" in opts:
+        params.append("%s=%s" % (opts.pop("--name"), opts.pop("--value")))
+    if "--params" in opts:
+        # what tgtadm sends for "logicalunit --op update --params a=1,b=2"
+        params.append("targetOps %s," % opts.pop("--params"))
+    if opts:
+        raise ValueError("tgtd socket: options %s not supported" % ", ".join(sorted(opts)))
+    payload = (",".join(params) + "\0").encode() if params else b""
+    header = _REQUEST.pack(_SOCKET_MODES[mode], _SOCKET_OPS[op], lld.encode(), _REQUEST.size + len(payload),
+                           tid, 0, lun, 0, 0, 0, ac_dir, 0, force)
+    return header + payload
+
+
+class TgtdSocket(object):
+    """A ``run`` callable for ``Tgtadm`` that talks to tgtd's management socket itself instead of
+    starting a tgtadm process per call (about 1 ms each, four per volume export); it answers as
+    tgtadm would: ``(rc, stdout, stderr)`` with tgtadm's messages and exit code 22 on errors.
+    Like tgtadm, it must run as root: tgtd refuses changes from other users."""
+
+    def __init__(self, socket_path, timeout=60):
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def __call__(self, argv):
+        request = tgtd_request(argv)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except OSError:  # what tgtadm says when tgtd is not running
+                return 107, "", "tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected\n"
+            try:
+                sock.sendall(request)
+                err, length = _ANSWER.unpack(_recv_exactly(sock, _ANSWER.size))
+                text = _recv_exactly(sock, length - _ANSWER.size) if length > _ANSWER.size else b""
+            except OSError as exc:  # tgtd died or hung mid-request
+                return 104, "", "tgtadm: no answer from the tgt daemon: %s\n" % exc
+        finally:
+            sock.close()
+        if err:
+            message = _TGTADM_ERRORS[err] if err < len(_TGTADM_ERRORS) else "(unknown tgtadm_errno)"
+            return 22, "", "tgtadm: %s\n" % message
+        return 0, text.rstrip(b"\0").decode("utf-8", "replace"), ""
+
+
+def _recv_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("tgtd closed the management connection early")
+        data += chunk
+    return data
 
 
 class Tgtadm(object):

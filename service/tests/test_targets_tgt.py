@@ -1,5 +1,7 @@
 """tgt driver end to end: a real tgtd on a private portal and control port (started and stopped by
 the fixture), real libiscsi clients (iscsi-inq, iscsi-readcapacity16) and qemu-io."""
+import json
+import logging
 import os
 import shutil
 import socket
@@ -10,6 +12,7 @@ import pytest
 
 from pvesan_service.backends import make_backend
 from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
+from pvesan_service.targets import tgtadm as tgtlib
 from pvesan_service.targets.tgtadm import parse_show
 
 MiB = 1024 * 1024
@@ -86,10 +89,13 @@ def tgtd():
     daemon.stop()
 
 
-@pytest.fixture
-def driver(tgtd):
-    drv = make_target_driver("tgt", control_port=tgtd.control, iqn_prefix=PREFIX)
+@pytest.fixture(params=["socket", "tgtadm"])
+def driver(request, tgtd):
+    """The driver both ways: its own requests on tgtd's management socket (the default) and the
+    tgtadm command; every test here runs with each."""
+    drv = make_target_driver("tgt", control_port=tgtd.control, iqn_prefix=PREFIX, management=request.param)
     yield drv
+    assert (drv.tgt is drv.command) == (request.param == "tgtadm")  # no silent fallback
     for iqn in list(drv.list_exports()):
         drv.unexport(iqn)
 
@@ -301,6 +307,10 @@ def test_bad_arguments():
         make_target_driver("tgt", bstype="sg")
     with pytest.raises(TargetError, match="unknown target driver"):
         make_target_driver("scst")
+    with pytest.raises(TargetError, match="management must be socket or tgtadm"):
+        make_target_driver("tgt", management="ipc")
+    with pytest.raises(TargetError, match=r"unknown option\(s\) managment for target driver tgt \(known: .*management"):
+        make_target_driver("tgt", managment="socket")
     drv = make_target_driver("tgt", control_port=1)
     with pytest.raises(TargetError, match="LUN 1"):
         drv.export(Export(iqn=PREFIX + "x", lun=0, backing_path="/x", serial="x"))
@@ -319,18 +329,19 @@ def xfs_pool():
 def test_snapshot_rollback_and_clone_seen_through_the_export(tgtd, driver, xfs_pool):
     """file backend + tgt together: a rollback rewrites the file tgtd holds open, and the
     initiator must read the snapshot's data at once (no stale cache in tgtd)."""
-    iqn, clone_iqn = PREFIX + "v-snap", PREFIX + "v-clone"
-    path = xfs_pool.create("v-snap", 64 * MiB)
+    vol, copy = "v-snap-" + driver.management, "v-clone-" + driver.management  # the pool lives per module
+    iqn, clone_iqn = PREFIX + vol, PREFIX + copy
+    path = xfs_pool.create(vol, 64 * MiB)
     driver.export(Export(iqn=iqn, lun=1, backing_path=path, serial="vsnap"))
     url = tgtd.url(iqn)
     assert qemu_io(url, "write -P 0x11 0 1M", "write -P 0x12 32M 1M").returncode == 0
-    xfs_pool.snapshot_create("v-snap", "s-1")
+    xfs_pool.snapshot_create(vol, "s-1")
     assert qemu_io(url, "write -P 0x99 0 1M", "read -P 0x99 0 1M").returncode == 0
-    xfs_pool.snapshot_rollback("v-snap", "s-1")  # while exported
+    xfs_pool.snapshot_rollback(vol, "s-1")  # while exported
     res = qemu_io(url, "read -P 0x11 0 1M", "read -P 0x12 32M 1M")
     assert res.returncode == 0 and "verification failed" not in res.stdout, res.stdout
 
-    clone = xfs_pool.clone("v-snap", "s-1", "v-clone")
+    clone = xfs_pool.clone(vol, "s-1", copy)
     driver.export(Export(iqn=clone_iqn, lun=1, backing_path=clone, serial="vclone"))
     assert qemu_io(tgtd.url(clone_iqn), "write -P 0x77 0 1M").returncode == 0
     res = qemu_io(url, "read -P 0x11 0 1M")  # writes to the clone never reach its origin
@@ -364,3 +375,54 @@ def test_lun_identity_is_the_volume_id_across_restart_and_resize(tgtd, driver, v
     assert driver.alive() is True
     driver.export(exp)  # what the reconciler does after a restart
     assert identity() == ("0a1b2c3d4e5f6071", "0a1b2c3d4e5f6071", True)
+
+
+# The recorded tgtadm command lines (tests/unit/plugins/module_utils/fixtures/tgtd-socket/): run
+# once through the tgtadm command against one real tgtd and once through the socket against
+# another, both started fresh: the same exit codes and the same output, shows included.
+RECORDING = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "unit", "plugins", "module_utils",
+                         "fixtures", "tgtd-socket", "requests.json")
+
+
+def test_socket_and_tgtadm_leave_tgtd_in_the_same_state(tmp_path):
+    with open(RECORDING) as f:
+        recording = json.load(f)
+    backing = tmp_path / "lun.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    daemons = [Tgtd(), Tgtd()]
+    for d in daemons:
+        d.start()
+    try:
+        via_command = tgtlib.Tgtadm(daemons[0].control)
+        via_socket = tgtlib.Tgtadm(daemons[1].control, run=tgtlib.TgtdSocket("/var/run/tgtd/socket.%d" % daemons[1].control))
+        for record in recording["commands"]:
+            args = [str(backing) if a == "/tmp/pvesan-tgtd-socket-lun.img" else a for a in record["argv"][5:]]
+            answers = [t.cmd(*args, check=False) for t in (via_command, via_socket)]
+            states = [t.cmd("--mode", "target", "--op", "show")[1] for t in (via_command, via_socket)]
+            if args[:4] == ["--mode", "portal", "--op", "show"]:
+                answers[1] = (answers[1][0], answers[1][1].replace(str(daemons[1].port), str(daemons[0].port)), answers[1][2])
+            assert answers[0] == answers[1] and answers[0][0] == record["rc"], args
+            assert states[0] == states[1], args  # the whole state after every step
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+def test_socket_that_answers_differently_falls_back_to_tgtadm(tgtd, volume, monkeypatch, caplog):
+    real = tgtlib.TgtdSocket.__call__
+
+    def other_version(self, argv):
+        rc, out, err = real(self, argv)
+        return rc, out.replace("State: ready", "State: other"), err
+
+    monkeypatch.setattr(tgtlib.TgtdSocket, "__call__", other_version)
+    drv = make_target_driver("tgt", control_port=tgtd.control, iqn_prefix=PREFIX)
+    with caplog.at_level(logging.WARNING):
+        drv.export(Export(iqn=PREFIX + "v-fallback", lun=1, backing_path=volume, serial="fallback"))
+    try:
+        assert drv.tgt is drv.command
+        assert "does not answer as tgtadm does" in caplog.text
+        assert inq(tgtd.url(PREFIX + "v-fallback")).returncode == 0
+    finally:
+        drv.unexport(PREFIX + "v-fallback")

@@ -16,25 +16,35 @@ default, so 512 LUNs) per LUN.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Optional
 
 from . import tgtadm as tgtlib
 from .base import DATA_LUN, Chap, Export, TargetDriver, TargetError
 
+log = logging.getLogger(__name__)
+
 
 class TgtDriver(TargetDriver):
-    """Exports volumes through tgtd (``tgtadm -C <control_port>``)."""
+    """Exports volumes through tgtd (control port ``-C <control_port>``)."""
 
     kind = "tgt"
 
     def __init__(self, control_port: int = 0, bstype: str = "rdwr", bsoflags: Optional[str] = None,
                  portals: Optional[list[str]] = None, iqn_prefix: Optional[str] = None,
                  vendor: str = "PVESAN", product: str = "volume", tgtadm_path: str = "tgtadm",
-                 run: Optional[Callable] = None):
+                 management: str = "socket", run: Optional[Callable] = None):
         if bstype not in ("rdwr", "aio"):
             raise TargetError("tgt bstype must be rdwr or aio, not %r" % (bstype,))
-        self.tgt = tgtlib.Tgtadm(control_port=control_port, tgtadm_path=tgtadm_path, run=run)
+        if management not in ("socket", "tgtadm"):
+            raise TargetError("tgt management must be socket or tgtadm, not %r" % (management,))
+        # "socket": the tgtadm requests are sent to tgtd's management socket by the service itself
+        # (no process per call), after a check on every tgtd start that it answers exactly as the
+        # tgtadm command does; "tgtadm" (or a failed check): the command.
+        self.command = tgtlib.Tgtadm(control_port=control_port, tgtadm_path=tgtadm_path, run=run)
+        self.tgt = self.command
+        self.management = management if run is None else "tgtadm"
         self.bstype = bstype
         self.bsoflags = bsoflags
         self.portals = list(portals or [])
@@ -53,6 +63,8 @@ class TgtDriver(TargetDriver):
         identity = tgtlib.tgtd_identity(self.tgt)
         if identity is None:
             raise TargetError("tgtd is not running (no management socket %s); start tgtd" % self.tgt.socket_path)
+        if identity != self._identity:
+            self.tgt = self._transport()
         try:
             targets = tgtlib.read_targets(self.tgt)
         except tgtlib.TgtadmError as exc:
@@ -62,6 +74,23 @@ class TgtDriver(TargetDriver):
         self._identity, self._targets = identity, targets
         self._next_tid = tgtlib.next_free_tid(t["tid"] for t in targets.values())
         return targets
+
+    def _transport(self) -> tgtlib.Tgtadm:
+        """The socket when this tgtd answers through it byte for byte as through tgtadm (the
+        protocol is tgt's private one), else the tgtadm command."""
+        if self.management != "socket":
+            return self.command
+        direct = tgtlib.Tgtadm(control_port=self.command.control_port, lld=self.command.lld,
+                               run=tgtlib.TgtdSocket(self.command.socket_path))
+        probe = ("--mode", "system", "--op", "show")
+        try:
+            if direct.cmd(*probe, check=False) == self.command.cmd(*probe, check=False):
+                return direct
+            reason = "another answer to 'tgtadm --mode system --op show'"
+        except (OSError, ValueError, UnicodeError) as exc:
+            reason = str(exc)
+        log.warning("tgtd's management socket does not answer as tgtadm does (%s): using the tgtadm command", reason)
+        return self.command
 
     def _state(self) -> dict[str, dict]:
         # A stat of the socket, no connect: a restart shows as a new socket; a dead tgtd makes
