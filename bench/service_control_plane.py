@@ -5,8 +5,9 @@ Runs a real pvesan-service (HTTPS, SQLite, file pool, private tgtd) and measures
 and 5,000 existing volumes:
 - create+export latency (POST /api/v1/volumes) and delete latency (DELETE), p50/p99;
 - the same work done by hand in the same run, interleaved sample by sample against the same tgtd:
-  ``truncate`` + the 4 tgtadm calls the tgt driver issues (new target, new LUN, LUN params, bind
-  ALL) and ``tgtadm delete --force`` + unlink;
+  ``truncate`` + the 4 tgtadm calls the tgt driver makes (new target, new LUN, LUN params, bind
+  ALL) and ``tgtadm delete --force`` + unlink; the service sends the same requests on tgtd's
+  management socket (``--management tgtadm``: through the tgtadm command, as the baseline);
 - listing 5,000 volumes (GET /api/v1/volumes) and GET /api/v1/status.
 Ratios are service / baseline in the same run (machines are noisy: never compare absolute times
 across runs).  Needs root, tgt, openssl and the pvesan-service package.
@@ -55,10 +56,11 @@ def ms(x):
 
 
 class Bench:
-    def __init__(self, top, bstype, sync="FULL"):
+    def __init__(self, top, bstype, sync="FULL", management="socket"):
         self.top = top
         self.sync = sync
         self.bstype = bstype
+        self.management = management
         self.port, self.iscsi = free_port(), free_port()
         self.control = 10000 + self.iscsi % 10000
         self.pool = os.path.join(top, "pool")
@@ -91,7 +93,8 @@ class Bench:
             json.dump({"listen": "127.0.0.1:%d" % self.port, "tls_cert": cert, "tls_key": key,
                        "database": "sqlite:///" + os.path.join(self.top, "state.db"), "admin_token": ADMIN,
                        "iqn_prefix": IQN, "portals": ["127.0.0.1:%d" % self.iscsi],
-                       "target": {"driver": "tgt", "control_port": self.control, "bstype": self.bstype},
+                       "target": {"driver": "tgt", "control_port": self.control, "bstype": self.bstype,
+                                  "management": self.management},
                        "pools": [{"name": "pool", "kind": "file", "options": {"path": self.pool}}],
                        "sqlite_synchronous": self.sync, "access_log": False, "log_level": "warning"}, fh)  # JSON is valid YAML
         self.log = open(os.path.join(self.top, "server.log"), "wb")
@@ -219,12 +222,15 @@ def main():
     ap.add_argument("--sqlite-synchronous", default="FULL", choices=["FULL", "NORMAL"],
                     help="service setting (FULL, the default, flushes every acknowledged change)")
     ap.add_argument("--dir", help="work directory (default: a new temp dir, removed after)")
+    ap.add_argument("--management", default="socket", choices=["socket", "tgtadm"],
+                    help="how the service's tgt driver talks to tgtd (default socket; the baseline always runs tgtadm)")
     args = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("tgtd"):
         sys.exit("needs root and tgt (tgtd, tgtadm)")
     top = args.dir or tempfile.mkdtemp(prefix="pvesan-bench-")
-    print("tgt bstype: %s (service and baseline); sqlite_synchronous: %s" % (args.bstype, args.sqlite_synchronous), flush=True)
-    b = Bench(top, args.bstype, args.sqlite_synchronous)
+    print("tgt bstype: %s (service and baseline); sqlite_synchronous: %s; service's tgt management: %s" % (
+        args.bstype, args.sqlite_synchronous, args.management), flush=True)
+    b = Bench(top, args.bstype, args.sqlite_synchronous, args.management)
     results = {"levels": []}
     try:
         b.start()

@@ -114,8 +114,15 @@ class Tgtd:
 
     def __init__(self):
         self.port = free_port()
-        self.control = 10000 + self.port % 10000  # tgtd allows <= 32767; away from 0 (system) and other tests
+        # tgtd accepts control ports up to 32767; pick one no other tgtd on this machine uses
+        self.control = next(c for c in range(10000 + self.port % 20000, 32768)
+                            if not os.path.exists("/var/run/tgtd/socket.%d" % c))
         self.proc = None
+
+    def url(self, iqn, user=None, password=None, query=""):
+        """libiscsi URL of LUN 1 of ``iqn`` on this tgtd's portal."""
+        auth = "%s%%%s@" % (user, password) if user else ""
+        return "iscsi://%s127.0.0.1:%d/%s/1%s" % (auth, self.port, iqn, query)
 
     def tgtadm(self, *args, check=True):
         return subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],

@@ -4,12 +4,12 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
+from conftest import Tgtd
 from pvesan_service.backends import make_backend
 from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
 from pvesan_service.targets import tgtadm as tgtlib
@@ -24,61 +24,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in TOOLS),
                        reason="needs root, tgt, qemu-utils/qemu-block-extra and libiscsi-bin"),
 ]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Tgtd:
-    """A private tgtd: ``tgtd -f -C <control> --iscsi portal=127.0.0.1:<port>``."""
-
-    def __init__(self):
-        self.port = _free_port()
-        # tgtd accepts control ports up to 32767; pick one no other tgtd on this machine uses
-        self.control = next(c for c in range(10000 + self.port % 20000, 32768)
-                            if not os.path.exists("/var/run/tgtd/socket.%d" % c))
-        self.proc = None
-
-    def tgtadm(self, *args, check=True):
-        return subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],
-                              capture_output=True, text=True, check=check)
-
-    def start(self):
-        self.proc = subprocess.Popen(["tgtd", "-f", "-C", str(self.control), "--iscsi", "portal=127.0.0.1:%d" % self.port],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for dummy in range(200):
-            if self.tgtadm("--mode", "system", "--op", "show", check=False).returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("tgtd did not start")
-
-    def kill(self):
-        """Crash it (tgtd ignores SIGTERM; a clean stop needs every target deleted first)."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            out = self.tgtadm("--mode", "target", "--op", "show", check=False).stdout
-            for line in out.splitlines():
-                if line.startswith("Target "):
-                    self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", line.split()[1].rstrip(":"), check=False)
-            self.tgtadm("--mode", "system", "--op", "delete", check=False)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for suffix in ("", ".lock"):
-            path = "/var/run/tgtd/socket.%d%s" % (self.control, suffix)
-            if os.path.exists(path):
-                os.unlink(path)
-
-    def url(self, iqn, user=None, password=None, query=""):
-        auth = "%s%%%s@" % (user, password) if user else ""
-        return "iscsi://%s127.0.0.1:%d/%s/1%s" % (auth, self.port, iqn, query)
 
 
 @pytest.fixture(scope="module")
