@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record
+.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,3 +54,6 @@ kernel-vm: ## build the cached kernel VM image (Debian kernel + ZFS + LVM + open
 
 kernel-vm-record: ## re-record real zpool/zfs/lvm/iscsiadm output in the kernel VM; SECTIONS="zfs_pool zfs lvmthin iscsi"
 	bash scripts/kernel-vm.sh record $(SECTIONS)
+
+kernel-vm-lio: ## the service's lio driver against the kernel VM's real LIO target and initiator; optional
+	bash scripts/kernel-vm.sh lio

@@ -8,6 +8,7 @@
 #   scripts/kernel-vm.sh ssh [CMD..]  run a command in the guest (as root)
 #   scripts/kernel-vm.sh stop         power the guest off
 #   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
+#   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
 # 10.0.2.2 (qemu user networking), and KVM_VM_DISKS extra virtio disks with serial=pvesan-dN,
@@ -247,11 +248,24 @@ cmd_record() {
         KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports bash /root/record.sh ${sections[*]}"
 }
 
+# The service's lio driver against the guest's kernel target (configfs, target_core_mod,
+# iscsi_target_mod) with Debian's rtslib-fb, the guest's open-iscsi logging in over loopback:
+# service/tests/test_targets_lio_kernel.py, run by the guest's Python (no conftest: the guest has
+# only the driver's dependencies). The JUnit report lands in .cache/kernel-vm/lio-junit.xml.
+cmd_lio() {
+    cmd_build
+    cmd_start
+    trap 'cmd_stop' EXIT
+    ssh_guest "cd '$root/service' && PYTHONPATH=src python3 -m pytest -p no:cacheprovider --noconftest -v \
+        --junitxml='$cache/lio-junit.xml' tests/test_targets_lio_kernel.py $*"
+}
+
 case "${1:-}" in
     build) cmd_build ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     ssh) shift; ssh_guest "$@" ;;
     record) shift; cmd_record "$@" ;;
+    lio) shift; cmd_lio "$@" ;;
     *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

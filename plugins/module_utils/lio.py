@@ -142,7 +142,9 @@ def _storage_object(rts, lun):
             return so
     if is_block:
         return rts.BlockStorageObject(name, dev=path, readonly=bool(lun.get("readonly")), wwn=lun.get("serial"))
-    return rts.FileIOStorageObject(name, dev=path, write_back=lun.get("write_cache") is not False, wwn=lun.get("serial"))
+    # rtslib wants the size of a file backstore (LIO fixes it at creation: refresh_lun re-creates)
+    return rts.FileIOStorageObject(name, dev=path, size=os.path.getsize(path), write_back=lun.get("write_cache") is not False,
+                                   wwn=lun.get("serial"))
 
 
 def _set_chap(obj, chap, mutual):

@@ -1,7 +1,7 @@
 """lio driver against an in-memory fake of rtslib-fb (fixtures/targets/fake_rtslib.py).
 
-PENDING: the run against a real kernel target (target_core_mod + iscsi_target_mod, configfs) with
-libiscsi clients, as test_targets_tgt.py does for tgt; this build host's kernel has no LIO."""
+The run against a real kernel target (target_core_mod + iscsi_target_mod, configfs) with the
+kernel initiator is test_targets_lio_kernel.py, in the kernel VM (this host's kernel has no LIO)."""
 import os
 import sys
 

@@ -5,8 +5,9 @@ its state in the kernel (configfs), so it survives a service restart but not a r
 reconciler re-applies exports at start-up.  Lookups go straight to the target's configfs
 directory, so an export costs the same with 5 or 5,000 targets.  The volume is LUN 1, as on tgt.
 
-Status: unit-tested against a fake rtslib (service/tests/test_targets_lio.py); the run against a
-real kernel with target_core_mod/iscsi_target_mod is pending (this build host has no LIO).
+Tested against a fake rtslib on every ``make test`` (service/tests/test_targets_lio.py) and against
+a real kernel target with the kernel initiator in the kernel VM (test_targets_lio_kernel.py,
+``make kernel-vm-lio``): this build host's kernel has no LIO.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """plugins/module_utils/lio.py against the in-memory rtslib-fb fake of the service tests
-(service/tests/fixtures/targets/fake_rtslib.py).  A run on a kernel with LIO is pending."""
+(service/tests/fixtures/targets/fake_rtslib.py).  The real-kernel run (kernel VM) is
+service/tests/test_targets_lio_kernel.py."""
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type  # pylint: disable=invalid-name

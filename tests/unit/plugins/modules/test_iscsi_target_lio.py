@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """iscsi_target / iscsi_target_info with backend=lio, on the in-memory rtslib-fb fake of the
 service tests (service/tests/fixtures/targets/fake_rtslib.py). No kernel here has LIO
-(target_core_mod/configfs): the run against a real kernel target is pending."""
+(target_core_mod/configfs); the shared module_utils run against a real kernel target in the kernel
+VM (service/tests/test_targets_lio_kernel.py)."""
 
 from __future__ import absolute_import, division, print_function
 
