@@ -73,9 +73,10 @@ def _default_run(argv):
 # tgtd's management protocol, as tgtadm 1.0.x speaks it (tgt's usr/tgtadm.h): one request per
 # connection to the socket: a 120-byte header, then the parameters as one NUL-terminated
 # "key=value,..." string; the answer is (err, total length) and, for shows, the text tgtadm prints.
-# The encoding below reproduces tgtadm 1.0.85's bytes (recorded with strace:
-# tests/unit/plugins/module_utils/fixtures/tgtd-socket/) and tgtadm's own messages and exit code, so callers cannot tell the
-# two apart; TgtDriver checks the equivalence against the tgtadm command on every tgtd start.
+# The encoding below reproduces tgtadm 1.0.85's bytes (recorded with strace, see
+# tests/unit/plugins/module_utils/fixtures/tgtd-socket/) and tgtadm's own messages and exit
+# code, so callers cannot tell the two apart; TgtDriver checks the equivalence against the
+# tgtadm command on every tgtd start.
 _REQUEST = struct.Struct("<II64sIiQQIIIIII")  # mode op lld len tid sid lun cid host_no device_type ac_dir pack force
 _ANSWER = struct.Struct("<II")  # err len
 _SOCKET_MODES = {"system": 0, "target": 1, "logicalunit": 2, "portal": 3, "account": 7}

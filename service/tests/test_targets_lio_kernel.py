@@ -95,6 +95,8 @@ def lio():
         drv.unexport(iqn)
 
 
+# Its own fixtures, not conftest's: the guest runs this file with --noconftest (conftest imports
+# the whole service, whose dependencies the guest does not have).
 @pytest.fixture
 def volume(tmp_path):
     path = tmp_path / "v.img"

@@ -27,11 +27,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def tgtd():
-    daemon = Tgtd()
-    daemon.start()
-    yield daemon
-    daemon.stop()
+def tgtd(tgtd_daemon):
+    """conftest's private tgtd, under the name these tests use."""
+    return tgtd_daemon
 
 
 @pytest.fixture(params=["socket", "tgtadm"])

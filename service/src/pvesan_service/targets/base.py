@@ -86,7 +86,8 @@ def make_target_driver(kind: str, **options) -> TargetDriver:
     - ``tgt``: ``control_port=`` (tgtadm ``-C``, default 0), ``bstype=`` (``rdwr`` default, or ``aio``),
       ``bsoflags=`` (e.g. ``direct``), ``portals=`` (list of ``ip:port`` to report; informational),
       ``management=`` (``socket``, the default: requests on tgtd's management socket, or ``tgtadm``)
-    - ``lio``: ``portals=`` (list of ``ip:port``, default ``0.0.0.0:3260``), ``backstore=`` (``fileio`` or ``block``)
+    - ``lio``: ``portals=`` (list of ``ip:port``, default ``0.0.0.0:3260``), ``configfs=`` (LIO's configfs
+      directory); files get a fileio backstore, block devices a block one
     """
     if kind == "tgt":
         from .tgt import TgtDriver as driver
