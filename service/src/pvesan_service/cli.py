@@ -25,7 +25,8 @@ import urllib.request
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_CONNECT, EXIT_SERVER, EXIT_INVALID = range(9)
 DEFAULT_CONFIGS = ("~/.config/pvesan/client.toml", "/etc/pvesan/client.toml")
 ENV = {"api_url": "PVESAN_API_URL", "token": "PVESAN_TOKEN", "token_file": "PVESAN_TOKEN_FILE", "ca": "PVESAN_CA",
-       "ssl_verify": "PVESAN_SSL_VERIFY", "tenant": "PVESAN_TENANT", "timeout": "PVESAN_TIMEOUT"}
+       "ssl_verify": "PVESAN_SSL_VERIFY", "tenant": "PVESAN_TENANT", "timeout": "PVESAN_TIMEOUT",
+       "insecure_http": "PVESAN_INSECURE_HTTP"}
 
 
 class CliError(Exception):
@@ -42,12 +43,12 @@ def _bool(value) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise CliError("invalid boolean %r for ssl_verify (use 1 or 0)" % value, EXIT_USAGE)
+    raise CliError("invalid boolean %r (use 1 or 0)" % value, EXIT_USAGE)
 
 
 def load_settings(args) -> dict:
     settings = {"api_url": None, "token": None, "token_file": None, "ca": None, "ssl_verify": True, "tenant": None,
-                "timeout": 30}
+                "timeout": 30, "insecure_http": False}
     path = args.config or os.environ.get("PVESAN_CONFIG")
     if not path:
         path = next((os.path.expanduser(p) for p in DEFAULT_CONFIGS if os.path.exists(os.path.expanduser(p))), None)
@@ -72,7 +73,10 @@ def load_settings(args) -> dict:
             settings[key] = getattr(args, key)
     if args.insecure:
         settings["ssl_verify"] = False
+    if args.insecure_http:
+        settings["insecure_http"] = True
     settings["ssl_verify"] = _bool(settings["ssl_verify"])
+    settings["insecure_http"] = _bool(settings["insecure_http"])
     if settings["token_file"] and not os.environ.get("PVESAN_TOKEN"):
         try:
             with open(settings["token_file"], encoding="utf-8") as fh:
@@ -81,6 +85,11 @@ def load_settings(args) -> dict:
             raise CliError("cannot read token file %s: %s" % (settings["token_file"], exc.strerror), EXIT_USAGE) from None
     if not settings["api_url"]:
         raise CliError("no API URL: set --api-url, PVESAN_API_URL or api_url in the config file", EXIT_USAGE)
+    scheme = urllib.parse.urlsplit(settings["api_url"]).scheme
+    if scheme != "https" and not (scheme == "http" and settings["insecure_http"]):
+        # checked before anything is sent: the bearer token never travels in clear by mistake
+        raise CliError("refusing to send the API token to %s: use an https:// URL (plain http:// only with "
+                       "--insecure-http, for a lab)" % settings["api_url"], EXIT_USAGE)
     if not settings["token"]:
         raise CliError("no token: set PVESAN_TOKEN, --token-file or token/token_file in the config file", EXIT_USAGE)
     try:
@@ -88,6 +97,13 @@ def load_settings(args) -> dict:
     except ValueError:
         raise CliError("timeout must be a number of seconds", EXIT_USAGE) from None
     return settings
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header along, to any host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 class Client:
@@ -118,8 +134,9 @@ class Client:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=self.ctx))
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as resp:
+            with opener.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise _http_error(exc) from None
@@ -138,6 +155,9 @@ def _http_error(exc) -> CliError:
     if isinstance(detail, list):  # validation errors: "field: message" each
         detail = "; ".join("%s: %s" % (".".join(str(x) for x in d.get("loc", [])[1:]) or "request", d.get("msg")) for d in detail)
     message = detail or exc.reason or "HTTP %d" % status
+    if 300 <= status < 400:
+        message = "the server answered with a redirect (HTTP %d to %s): not followed, the token goes only to the " \
+                  "configured API URL" % (status, exc.headers.get("Location"))
     code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_INVALID, 422: EXIT_INVALID}.get(
         status, EXIT_SERVER if status >= 500 else EXIT_ERROR)
     return CliError(message, code, status)
@@ -321,6 +341,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--token-file", dest="token_file", help="file holding the API token (or PVESAN_TOKEN)")
     ap.add_argument("--ca", help="CA bundle that signed the server certificate")
     ap.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    ap.add_argument("--insecure-http", dest="insecure_http", action="store_true",
+                    help="allow a plain http:// API URL (sends the token in clear: labs only)")
     ap.add_argument("--tenant", help="tenant to act on (admin tokens)")
     ap.add_argument("--timeout", type=float, help="seconds per request (default 30)")
     sub = ap.add_subparsers(dest="group", required=True, metavar="COMMAND")
