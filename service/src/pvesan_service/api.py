@@ -257,10 +257,23 @@ class Error(BaseModel):
 ERRORS = {c: {"model": Error} for c in (400, 401, 403, 404, 409, 422, 503)}
 
 
+def _links(params: dict, *operations: str) -> dict:
+    """OpenAPI links from a create's answer to the operations on the new object (operation ids are
+    the handlers' names): clients and stateful fuzzers follow them."""
+    return {"links": {op: {"operationId": op, "parameters": params} for op in operations}}
+
+
+VOLUME_LINKS = _links({"name": "$response.body#/name", "query.tenant": "$response.body#/tenant"},
+                      "get_volume", "update_volume", "resize_volume", "rename_volume", "delete_volume", "clone_volume",
+                      "create_snapshot", "list_snapshots")
+SNAPSHOT_LINKS = _links({"name": "$response.body#/volume", "snapshot": "$response.body#/name"},
+                        "delete_snapshot", "rollback_snapshot")
+
+
 def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
     app = FastAPI(title="pvesan volume service", version=__version__,
                   description="Thin volumes, snapshots and clones exported over iSCSI (one target per volume, LUN 1).",
-                  responses=ERRORS)
+                  responses=ERRORS, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
     bearer = HTTPBearer(auto_error=False, description="a tenant or admin token")
 
@@ -368,7 +381,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return J(reconcile(service, "api"))
 
     # ------------------------------------------------------------ tenants
-    @app.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut)
+    @app.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_tenant", "update_tenant", "delete_tenant")})
     def create_tenant(body: TenantCreate, _p: Principal = Depends(admin_writer)):
         return J(service.create_tenant(body.name, chap_arg(body.chap), body.initiators,
                                        body.quota_bytes), 201)
@@ -396,7 +410,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ tokens
-    @app.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenOut)
+    @app.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenOut,
+              responses={201: _links({"token_id": "$response.body#/id"}, "revoke_token")})
     def create_token(body: TokenCreate, p: Principal = Depends(writer)):
         return J(service.create_token(p, body.name, body.tenant, body.readonly), 201)
 
@@ -410,7 +425,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ pools
-    @app.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut)
+    @app.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_pool", "update_pool", "delete_pool")})
     def create_pool(body: PoolCreate, _p: Principal = Depends(admin_writer)):
         return J(service.create_pool(body.name, body.kind, body.options, body.tags), 201)
 
@@ -432,7 +448,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ service types
-    @app.post("/api/v1/service-types", tags=["service types"], status_code=201, response_model=ServiceTypeOut)
+    @app.post("/api/v1/service-types", tags=["service types"], status_code=201, response_model=ServiceTypeOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_service_type", "delete_service_type")})
     def create_service_type(body: ServiceTypeCreate, _p: Principal = Depends(admin_writer)):
         return J(service.create_service_type(body.name, body.description, body.pool_tags, body.block_size, body.thin,
                                              body.chap, body.default), 201)
@@ -452,7 +469,7 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
 
     # ------------------------------------------------------------ volumes
     @app.post("/api/v1/volumes", tags=["volumes"], status_code=201, response_model=VolumeOut,
-              responses={200: {"model": VolumeOut, "description": "the same volume already existed"}})
+              responses={201: VOLUME_LINKS, 200: {"model": VolumeOut, "description": "the same volume already existed", **VOLUME_LINKS}})
     def create_volume(body: VolumeCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         vol, created = service.create_volume(
             service.scope(p, tenant), body.name, body.size, body.service_type, body.query_include, body.query_exclude,
@@ -497,14 +514,14 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     @app.post("/api/v1/volumes/{name}/clone", tags=["volumes"], status_code=201, response_model=VolumeOut,
-              responses={200: {"model": VolumeOut, "description": "the same clone already existed"}})
+              responses={201: VOLUME_LINKS, 200: {"model": VolumeOut, "description": "the same clone already existed", **VOLUME_LINKS}})
     def clone_volume(name: str, body: CloneCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         vol, created = service.clone_volume(service.scope(p, tenant), name, body.name, body.snapshot, body.tags)
         return J(vol, 201 if created else 200)
 
     # ------------------------------------------------------------ snapshots
     @app.post("/api/v1/volumes/{name}/snapshots", tags=["snapshots"], status_code=201, response_model=SnapshotOut,
-              responses={200: {"model": SnapshotOut, "description": "the snapshot already existed"}})
+              responses={201: SNAPSHOT_LINKS, 200: {"model": SnapshotOut, "description": "the snapshot already existed", **SNAPSHOT_LINKS}})
     def create_snapshot(name: str, body: SnapshotCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         snap, created = service.create_snapshot(service.scope(p, tenant), name, body.name)
         return J(snap, 201 if created else 200)

@@ -164,6 +164,18 @@ class TgtDriver(TargetDriver):
                 self._targets = None  # unknown partial state: re-read next time
                 raise TargetError("export of %s failed: %s%s" % (export.iqn, exc, self._hint(exc))) from exc
             self._remember(export, want, have, apply)
+            if have is not None:
+                self._drop_unused_accounts(have)
+
+    def _drop_unused_accounts(self, old: dict) -> None:
+        """tgtd accounts are global: delete those of ``old`` (a target's former state) that no
+        target uses now, so a name the database gave up is not left behind with its secret."""
+        targets = self._targets or {}
+        for key in ("chap", "mutual_chap"):
+            user = (old.get(key) or {}).get("user")
+            if user and not any((t.get(k) or {}).get("user") == user for t in targets.values() for k in ("chap", "mutual_chap")):
+                self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
+                self._passwords.pop(user, None)
 
     def _hint(self, exc: Exception) -> str:
         if self.bstype == "aio" and "logicalunit --op new" in str(exc) and "invalid request" in str(exc):
@@ -208,12 +220,7 @@ class TgtDriver(TargetDriver):
                         raise TargetNotRunning("tgtd is not running: %s" % exc) from exc
                     raise TargetError("unexport of %s failed: %s" % (iqn, exc)) from exc
             del targets[iqn]
-            # tgtd accounts are global: drop one when no remaining target uses it.
-            for key in ("chap", "mutual_chap"):
-                user = (have.get(key) or {}).get("user")
-                if user and not any((t.get(key) or {}).get("user") == user for t in targets.values()):
-                    self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
-                    self._passwords.pop(user, None)
+            self._drop_unused_accounts(have)
 
     def list_exports(self) -> dict[str, Export]:
         with self._lock:
