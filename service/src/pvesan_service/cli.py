@@ -193,18 +193,16 @@ def _tags(values) -> list:
     return [x for v in (values or []) for x in v.split(",") if x]
 
 
-def _chap(a, prefix="") -> dict | None:
-    user, password = getattr(a, prefix + "chap_user"), getattr(a, prefix + "chap_password")
-    if not user and not password:
-        return None
-    if not (user and password):
-        raise CliError("give both --chap-user and --chap-password", EXIT_USAGE)
-    chap = {"user": user, "password": password}
-    if a.mutual_user or a.mutual_password:
-        if not (a.mutual_user and a.mutual_password):
-            raise CliError("give both --mutual-user and --mutual-password", EXIT_USAGE)
-        chap["mutual"] = {"user": a.mutual_user, "password": a.mutual_password}
-    return chap
+def _chap(a) -> dict | None:
+    """The CHAP of a request from the --chap-* and --mutual-* options (None when none is given);
+    what is left out the service generates (a user keeps its name when only the secret is new)."""
+    chap = {k: v for k, v in (("user", a.chap_user), ("password", a.chap_password)) if v}
+    mutual = {k: v for k, v in (("user", getattr(a, "mutual_user", None)), ("password", getattr(a, "mutual_password", None))) if v}
+    if mutual or getattr(a, "mutual_chap", False):
+        chap["mutual"] = mutual
+    if getattr(a, "rotate_chap", False) or chap:
+        return chap
+    return None
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -225,9 +223,10 @@ def run(a, c: Client):
         body = {"name": a.name, "initiators": _tags(a.initiator)}
         if a.quota:
             body["quota_bytes"] = _size_bytes(a.quota)
-        chap = _chap(a)
-        if chap:
-            body["chap"] = chap
+        if a.no_chap:
+            body["chap"] = None  # otherwise the service generates the tenant's credentials
+        elif _chap(a) is not None:
+            body["chap"] = _chap(a)
         return c.call("POST", "/api/v1/tenants", body)
     if cmd == ("tenant", "list"):
         return c.call("GET", "/api/v1/tenants")
@@ -241,7 +240,7 @@ def run(a, c: Client):
             body["quota_bytes"] = None if a.quota == "none" else _size_bytes(a.quota)
         if a.no_chap:
             body["chap"] = None
-        elif _chap(a):
+        elif _chap(a) is not None:
             body["chap"] = _chap(a)
         return c.call("PATCH", "/api/v1/tenants/" + q(a.name), body)
     if cmd == ("tenant", "delete"):
@@ -305,7 +304,7 @@ def run(a, c: Client):
             body["initiators"] = _tags(a.initiator)
         if a.tenant_chap:
             body["chap"] = None
-        elif _chap(a):
+        elif _chap(a) is not None:
             body["chap"] = _chap(a)
         return c.call("PATCH", v + q(a.name), body)
     if cmd == ("volume", "delete"):
@@ -347,12 +346,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, help="seconds per request (default 30)")
     sub = ap.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    def chap_opts(p, mutual=True):
-        p.add_argument("--chap-user")
-        p.add_argument("--chap-password")
-        if mutual:
-            p.add_argument("--mutual-user")
-            p.add_argument("--mutual-password")
+    def chap_opts(p, rotate=False):
+        p.add_argument("--chap-user", help="CHAP name (no other tenant may use it); left out: generated")
+        p.add_argument("--chap-password", help="CHAP secret; left out: generated (prefer that: it never is on a command line)")
+        p.add_argument("--mutual-chap", action="store_true", help="mutual CHAP with generated credentials")
+        p.add_argument("--mutual-user")
+        p.add_argument("--mutual-password")
+        if rotate:
+            p.add_argument("--rotate-chap", action="store_true", help="a new generated CHAP secret (same user)")
 
     s = sub.add_parser("status", help="capacity of the pools (and of the tenant)")
     s.add_argument("--service-type")
@@ -363,10 +364,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", help="make the target match the database now (admin)")
 
     g = sub.add_parser("tenant", help="tenants (admin)").add_subparsers(dest="action", required=True)
-    p = g.add_parser("create")
+    p = g.add_parser("create", help="a tenant with generated CHAP credentials; its initiators may log in (ALL: any)")
     p.add_argument("name")
-    p.add_argument("--initiator", action="append", help="default initiator ACL entry (repeat)")
+    p.add_argument("--initiator", action="append", help="initiator IQN or address allowed to log in (repeat; ALL: any)")
     p.add_argument("--quota", help="e.g. 10T")
+    p.add_argument("--no-chap", action="store_true", help="no CHAP (volumes then rely on the initiator ACL alone)")
     chap_opts(p)
     g.add_parser("list")
     g.add_parser("show").add_argument("name")
@@ -375,7 +377,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--initiator", action="append")
     p.add_argument("--quota", help="size or 'none'")
     p.add_argument("--no-chap", action="store_true", help="remove the tenant's CHAP")
-    chap_opts(p)
+    chap_opts(p, rotate=True)
     g.add_parser("delete").add_argument("name")
 
     g = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
@@ -440,7 +442,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--initiator", action="append")
     p.add_argument("--tenant-initiators", action="store_true", help="use the tenant's initiator ACL")
     p.add_argument("--tenant-chap", action="store_true", help="use the tenant's CHAP")
-    chap_opts(p)
+    chap_opts(p, rotate=True)
     p = g.add_parser("delete")
     p.add_argument("name")
     p.add_argument("--cascade", action="store_true", help="also delete dependent clones")
