@@ -13,8 +13,9 @@ Same declarative dicts as ``tgtadm.py``::
     {"iqn": "...", "tid": None,             # LIO has no tid; the TPG is always 1
      "luns": [{"lun": 1, "path": "/srv/v.img", "serial": "v0a1b", "vendor": None, "product": None,
                "readonly": False, "write_cache": True, "size": 67108864}],
-     "initiators": ["iqn.1993-08.org.debian:01:abc"],   # [] = any initiator (demo mode), unless allow_all is False
-     "allow_all": False,                                 # demo mode: any initiator, TPG-wide CHAP
+     "initiators": ["iqn.1993-08.org.debian:01:abc"],   # [] = any initiator (demo mode), unless any_initiator is False
+     "any_initiator": False,                             # desired only: demo mode (any initiator, TPG-wide CHAP)
+     "allow_all": False,                                 # read only: the TPG is in demo mode
      "chap": {"user": "u", "password": "p"} | None,
      "mutual_chap": {"user": "m", "password": "q"} | None,
      "portals": ["0.0.0.0:3260"],
@@ -26,7 +27,7 @@ Same declarative dicts as ``tgtadm.py``::
 - ``refresh_lun(iqn, lun)`` makes a grown backing file visible (re-creates the LUN).
 
 LIO differences from tgt that callers see: ACLs take initiator IQNs only (no IP addresses); in
-demo mode (``allow_all``, by default when there is no initiator list) any initiator may log in
+demo mode (``any_initiator``, by default when there is no initiator list) any initiator may log in
 with TPG-wide CHAP; otherwise each ACL carries the CHAP credentials, and discovery
 (SendTargets) shows the target only to initiators with an ACL (``demo_mode_discovery`` 0).  LIO reads passwords back, so reads include them.  The data LUN
 is 1 as with tgt, so initiators use the same ``iscsi://<portal>/<iqn>/1`` URL.  Files become
@@ -198,7 +199,7 @@ def _apply(rts, desired):
             changes.append("lun %s created" % number)
 
     initiators = desired.get("initiators") or []
-    demo = desired.get("allow_all", not initiators)
+    demo = desired["any_initiator"] if "any_initiator" in desired else not initiators
     if demo:
         initiators = []  # any initiator: per-initiator ACLs would add nothing
     chap, mutual = desired.get("chap"), desired.get("mutual_chap")

@@ -18,7 +18,8 @@ Declarative API: one target is a plain dict::
      "mutual_chap": {"user": "tgtout", "password": None},              # outgoing (mutual) CHAP
      "portals": ["127.0.0.1:3260"],                                     # tgtd-wide, read-only
      "attributes": {},                                                  # target params (see below)
-     "allow_all": False,            # an ALL rule is bound; apply binds it when True, or by default for initiators=[]
+     "any_initiator": False,        # desired only: bind the ALL rule (default: when initiators is [])
+     "allow_all": False,            # read only: an ALL rule is bound
      "sessions": [{"id": 4, "initiator": "iqn...", "addresses": ["127.0.0.1"]}]}   # read only
 
 - ``read_targets(tgtadm)`` returns ``{iqn: dict}`` for every target (one ``--op show`` call).
@@ -461,8 +462,8 @@ def apply_target(tgtadm, desired, current=None, all_targets=None):
         tgtadm.bind_initiator(tid, initiator)
         changes.append("initiator %s bound" % initiator)
     # tgt needs an explicit ALL rule for "any initiator"; without any rule nobody may log in (nor
-    # discover the target). ``allow_all`` says which; by default an empty list means any.
-    want_all = desired.get("allow_all", not want_acl)
+    # discover the target). ``any_initiator`` says which; without it an empty list means any.
+    want_all = desired["any_initiator"] if "any_initiator" in desired else not want_acl
     if want_all and not current.get("allow_all"):
         tgtadm.bind_initiator(tid, "ALL")
         changes.append("initiator ALL bound")

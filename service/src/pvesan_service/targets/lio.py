@@ -50,7 +50,7 @@ class LioDriver(TargetDriver):
         return {"iqn": export.iqn, "luns": [{"lun": export.lun, "path": export.backing_path, "serial": export.serial,
                                              "readonly": export.readonly, "block_size": export.block_size}],
                 "initiators": [i for i in export.initiators if i != ALL_INITIATORS],
-                "allow_all": ALL_INITIATORS in export.initiators, "chap": chap, "mutual_chap": mutual, "portals": self.portals}
+                "any_initiator": ALL_INITIATORS in export.initiators, "chap": chap, "mutual_chap": mutual, "portals": self.portals}
 
     def export(self, export: Export) -> None:
         if export.lun != DATA_LUN:

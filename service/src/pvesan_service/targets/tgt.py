@@ -113,7 +113,7 @@ class TgtDriver(TargetDriver):
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
         initiators = [i for i in dict.fromkeys(export.initiators) if i != ALL_INITIATORS]  # in order, once
         return {"iqn": export.iqn, "luns": [lun], "initiators": initiators, "chap": chap, "mutual_chap": mutual,
-                "allow_all": ALL_INITIATORS in export.initiators}
+                "any_initiator": ALL_INITIATORS in export.initiators}
 
     def _up_to_date(self, have: dict, want: dict) -> bool:
         def lun_key(lun):
@@ -127,7 +127,7 @@ class TgtDriver(TargetDriver):
 
         return ([lun_key(lu) for lu in have["luns"]] == [lun_key(lu) for lu in want["luns"]]
                 and sorted(have["initiators"]) == sorted(want["initiators"])
-                and bool(have.get("allow_all")) == want["allow_all"]
+                and bool(have.get("allow_all")) == want["any_initiator"]
                 and chap_ok("chap") and chap_ok("mutual_chap"))
 
     # --- TargetDriver --------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class TgtDriver(TargetDriver):
         self._remember(export, self._desired(export), have, apply)
 
     def _remember(self, export: Export, want: dict, have: Optional[dict], apply: dict) -> None:
-        state = dict(want, tid=have["tid"] if have else apply["tid"])
+        state = dict(want, tid=have["tid"] if have else apply["tid"], allow_all=want["any_initiator"])
         state["luns"] = [dict(lu) for lu in want["luns"]]
         for key in ("chap", "mutual_chap"):
             if want[key]:
