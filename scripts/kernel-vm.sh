@@ -27,6 +27,21 @@ run="$cache/run"
 
 log() { echo "kernel-vm: $*" >&2; }
 
+# What the VM needs on this machine; `make setup` leaves them out (the VM is optional), so the
+# first use installs them.
+host_tools() {
+    local missing=() tool pkg
+    for tool in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap ssh:openssh-client; do
+        pkg=${tool#*:}
+        command -v "${tool%%:*}" >/dev/null || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    fi
+}
+
 build_image() {
     # Everything that goes into the image. Its text is part of the cache key.
     local dir=$1 key=$2 packages kver
@@ -89,6 +104,7 @@ image_key() {
 
 cmd_build() {
     local key image rootfs kver
+    host_tools
     key=$(image_key)
     image="$cache/image-$key"
     if [ -f "$image/rootfs.raw" ]; then
@@ -141,6 +157,7 @@ ssh_guest() {
 
 cmd_start() {
     local image="$cache/current" i
+    host_tools
     [ -f "$image/rootfs.raw" ] || { log "no image: run '$0 build' first"; return 1; }
     if [ -f "$run/qemu.pid" ] && kill -0 "$(cat "$run/qemu.pid")" 2>/dev/null; then
         log "already running (pid $(cat "$run/qemu.pid"))"

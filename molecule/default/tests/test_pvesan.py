@@ -105,5 +105,12 @@ def test_cluster_tenant_is_secure_by_default(host):
         names |= {line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("InitiatorName=")}
     assert sorted(tenant["initiators"]) == sorted(names) and len(names) == 2  # one name per node
     assert tenant["chap"]["user"].startswith("pvesan-") and tenant["chap"]["password"]
-    out = host.check_output("iscsi-ls -i iqn.2026-11.org.example:stranger iscsi://10.89.1.10:3260")
-    assert "org.pvesan" not in out
+    cli = "pvesan --config /etc/pvesan/client.toml --tenant lab --json volume "
+    vol = json.loads(host.check_output(cli + "create vm-999-disk-0 8M"))
+    try:
+        seen_by_node = host.check_output("iscsi-ls -i %s iscsi://10.89.1.10:3260" % sorted(names)[0])
+        seen_by_stranger = host.run("iscsi-ls -i iqn.2026-11.org.example:stranger iscsi://10.89.1.10:3260").stdout
+        assert vol["export"]["iqn"] in seen_by_node and vol["export"]["iqn"] not in seen_by_stranger
+        assert "lab" not in vol["export"]["iqn"].split(":", 1)[1]  # the IQN names no tenant
+    finally:
+        host.check_output(cli + "delete vm-999-disk-0")
