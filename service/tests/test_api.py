@@ -419,3 +419,15 @@ def test_a_retry_finishes_a_delete_left_unfinished(api):
     r = t.post("/api/v1/volumes", json={"name": "vm-2-disk-0", "size": "8M"})
     assert r.status_code == 201 and r.json()["id"] != vol["id"], r.text
     assert vol["export"]["iqn"] not in api.target.exports
+
+
+def test_an_acl_the_target_cannot_enforce_is_a_422(api):
+    """LIO's ACLs take initiator names only: an address is refused before anything is stored,
+    instead of failing the export with a 503."""
+    api.target.acl_problem = lambda acl: "addresses are not supported" if any("." in a and a[0].isdigit() for a in acl) else None
+    t = api.tenant("alpha", initiators=["ALL"])
+    r = t.post("/api/v1/volumes", json={"name": "vm-3-disk-0", "size": "4M", "initiators": ["10.0.0.5"]})
+    assert r.status_code == 422 and "addresses" in r.json()["detail"]
+    assert t.get("/api/v1/volumes").json() == []
+    r = api.admin.patch("/api/v1/tenants/alpha", json={"initiators": ["10.0.0.5"]})
+    assert r.status_code == 422 and api.admin.get("/api/v1/tenants/alpha").json()["initiators"] == ["ALL"]

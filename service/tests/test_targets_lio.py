@@ -102,3 +102,18 @@ def test_missing_rtslib_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(TargetError, match="python3-rtslib-fb"):
         drv.list_exports()
     assert drv.alive() is False
+
+
+def test_acl_mode_hides_the_target_from_other_initiators_in_discovery(lio, vol):
+    """LIO lists a target in SendTargets to every initiator unless demo_mode_discovery is 0 (seen
+    on the real kernel target: test_targets_lio_kernel.py); an empty ACL lets no initiator in."""
+    iqn = PREFIX + "v-disc"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=["iqn.2026-11.io.example:pve1"]))
+    tpg = next(fake_rtslib.STATE["targets"][iqn].tpgs)
+    assert tpg.get_attribute("demo_mode_discovery") == "0" and tpg.get_attribute("generate_node_acls") == "0"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=[]))
+    assert tpg.get_attribute("generate_node_acls") == "0" and list(tpg.node_acls) == []
+    assert lio.list_exports()[iqn].initiators == []
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=ANY))
+    assert tpg.get_attribute("demo_mode_discovery") == "1" and tpg.get_attribute("generate_node_acls") == "1"
+    assert lio.acl_problem(["10.0.0.1"]) and not lio.acl_problem(["iqn.2026-11.io.example:pve1", "ALL"])
