@@ -402,7 +402,11 @@ def test_a_failed_create_leaves_nothing_even_when_cleanup_fails_first(api):
     assert [f for f in os.listdir(api.pool_dir) if f.endswith(".img")] == []
     # the same when the target daemon is simply down: nothing to unexport there, nothing left at once
     failures.update(export=1)
-    target.unexport = lambda iqn: (_ for _ in ()).throw(TargetNotRunning("tgtd is not running"))
+
+    def not_running(iqn):
+        raise TargetNotRunning("tgtd is not running")
+
+    target.unexport = not_running
     assert t.post("/api/v1/volumes", json={"name": "vm-1-disk-0", "size": "4M"}).status_code == 503
     with api.store.tx() as tx:
         assert tx.execute("SELECT COUNT(*) AS n FROM volumes").one()["n"] == 0

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, IQN_PREFIX, MiB, image_opts, needs_e2e, qemu_io, wait_until
+from conftest import ADMIN_TOKEN, IQN_PREFIX, image_opts, needs_e2e, qemu_io, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_e2e]
 
@@ -336,7 +336,7 @@ def closed_by_server(conn, within):
 
 
 def test_slow_clients_are_cut_off_and_others_still_served(guarded):
-    slow = [tls_connection(guarded) for _ in range(LIMITS["max_connections_per_client"])]
+    slow = [tls_connection(guarded) for dummy in range(LIMITS["max_connections_per_client"])]
     stop = threading.Event()
 
     def dribble():

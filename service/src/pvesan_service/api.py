@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .backends.base import BackendError, NotFound as BackendNotFound, NotSupported
 from . import chap as chaps
-from .core import GENERATE, Principal, Service
+from .core import Principal, Service
 from .errors import ServiceError
 from .reconciler import reconcile
 from .store import StoreError

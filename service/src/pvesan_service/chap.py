@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Optional
+import types
+from typing import Mapping, Optional
 
 from .errors import Conflict, Invalid
 from .secretbox import SecretBox
@@ -24,6 +25,7 @@ from .targets.base import Chap
 USER_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
 SECRET_RE = re.compile(r"^[!-+\--~]{12,128}$")
 GENERATED_PREFIX = "pvesan-"
+GENERATE: Mapping = types.MappingProxyType({})  # a request for generated credentials (new tenants' default)
 
 
 def generate_user() -> str:
@@ -35,7 +37,7 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(12)
 
 
-def resolve(spec: Optional[dict], current: Optional[Chap] = None) -> Chap:
+def resolve(spec: Optional[Mapping], current: Optional[Chap] = None) -> Chap:
     """Credentials from a request: ``{user?, password?, mutual?: {user?, password?}}``.  A missing
     user keeps the current one (or is generated), a missing password is generated: ``{}`` asks for
     new generated credentials, or for a new secret of the current user (rotation)."""

@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from . import chap as chaps
 from .backends.base import VolumeBackend, make_backend
@@ -37,7 +37,6 @@ log = logging.getLogger("pvesan.core")
 BASE_SNAPSHOT = "__base__"  # implicit snapshot for clones of a template (user names cannot start with _)
 TOKEN_PREFIX = "pvs_"
 AUTH_CACHE_TTL = 5.0
-GENERATE = {}  # a CHAP request that asks for generated credentials (new tenants get them by default)
 
 
 def _j(value) -> str:
@@ -46,8 +45,6 @@ def _j(value) -> str:
 
 def _unj(text, default=None):
     return default if text is None else json.loads(text)
-
-
 
 
 def token_hash(token: str) -> str:
@@ -247,7 +244,7 @@ class Service:
         return {"name": row["name"], "chap": chaps.out(self._tenant_chap(row)),
                 "initiators": _unj(row["initiators"], []), "quota_bytes": row["quota_bytes"], "created_at": row["created_at"]}
 
-    def create_tenant(self, name: str, chap: Optional[dict] = GENERATE, initiators: Optional[list] = None,
+    def create_tenant(self, name: str, chap: Optional[Mapping] = chaps.GENERATE, initiators: Optional[list] = None,
                       quota_bytes: Optional[int] = None) -> dict:
         """A new tenant.  Secure by default: generated CHAP credentials unless ``chap`` is None,
         and no initiator may log in until ``initiators`` names them (``["ALL"]``: any)."""
@@ -673,7 +670,7 @@ class Service:
                         pool = self._pick_pool(st, query_include, query_exclude)
                         tenant_row = self._tenant_row(tenant["name"])
                         if own is None and not tenant_row["chap_user"] and st["chap"]:
-                            own = chaps.resolve(GENERATE)
+                            own = chaps.resolve(chaps.GENERATE)
                         if own:
                             source, users = "volume", (own.user, own.mutual_user)
                         elif tenant_row["chap_user"]:
