@@ -5,9 +5,11 @@ Runs a real pvesan-service (HTTPS, SQLite, file pool, private tgtd) and measures
 and 5,000 existing volumes:
 - create+export latency (POST /api/v1/volumes) and delete latency (DELETE), p50/p99;
 - the same work done by hand in the same run, interleaved sample by sample against the same tgtd:
-  ``truncate`` + the 4 tgtadm calls the tgt driver makes (new target, new LUN, LUN params, bind
-  ALL) and ``tgtadm delete --force`` + unlink; the service sends the same requests on tgtd's
-  management socket (``--management tgtadm``: through the tgtadm command, as the baseline);
+  ``truncate`` + the 6 tgtadm calls the tgt driver makes for a volume of a tenant set up the
+  default way (new target, new LUN, LUN params, bind the ACL's two initiator names, bind the
+  tenant's CHAP account) and ``tgtadm delete --force`` + unlink; the service sends the same
+  requests on tgtd's management socket (``--management tgtadm``: through the tgtadm command, as
+  the baseline);
 - listing 5,000 volumes (GET /api/v1/volumes) and GET /api/v1/status.
 Ratios are service / baseline in the same run (machines are noisy: never compare absolute times
 across runs).  Needs root, tgt, openssl and the pvesan-service package.
@@ -32,6 +34,9 @@ import time
 ADMIN = "bench-admin-" + "k" * 32
 IQN = "iqn.2026-11.org.pvesan.bench"
 BASE_IQN = "iqn.2026-11.org.pvesan.baseline:v"
+# a tenant as the volume_service role makes one: generated CHAP, its two nodes in the ACL
+NODES = ["iqn.1993-08.org.debian:01:benchnode1", "iqn.1993-08.org.debian:01:benchnode2"]
+BASE_USER = "bench-baseline"
 
 
 def free_port():
@@ -92,6 +97,7 @@ class Bench:
         with open(cfg, "w") as fh:
             json.dump({"listen": "127.0.0.1:%d" % self.port, "tls_cert": cert, "tls_key": key,
                        "database": "sqlite:///" + os.path.join(self.top, "state.db"), "admin_token": ADMIN,
+                       "secret_key_file": os.path.join(self.top, "secret.key"),
                        "iqn_prefix": IQN, "portals": ["127.0.0.1:%d" % self.iscsi],
                        "target": {"driver": "tgt", "control_port": self.control, "bstype": self.bstype,
                                   "management": self.management},
@@ -109,7 +115,8 @@ class Bench:
             except httpx.HTTPError:
                 time.sleep(0.1)
         admin = self.client(ADMIN)
-        admin.post("/api/v1/tenants", json={"name": "bench"}).raise_for_status()
+        admin.post("/api/v1/tenants", json={"name": "bench", "initiators": NODES}).raise_for_status()
+        self.tgtadm("--mode", "account", "--op", "new", "--user", BASE_USER, "--password", "baseline-secret1")
         self.token = admin.post("/api/v1/tokens", json={"name": "b", "tenant": "bench"}).json()["token"]
 
     def client(self, token=None):
@@ -144,7 +151,9 @@ class Bench:
                     "--bstype", self.bstype)
         self.tgtadm("--mode", "logicalunit", "--op", "update", "--tid", str(tid), "--lun", "1", "--params",
                     "scsi_sn=%016x,vendor_id=PVESAN,product_id=volume,readonly=0" % i)
-        self.tgtadm("--mode", "target", "--op", "bind", "--tid", str(tid), "--initiator-address", "ALL")
+        for node in NODES:
+            self.tgtadm("--mode", "target", "--op", "bind", "--tid", str(tid), "--initiator-name", node)
+        self.tgtadm("--mode", "account", "--op", "bind", "--tid", str(tid), "--user", BASE_USER)
 
     def base_delete(self, i):
         self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", str(1000000 - i))

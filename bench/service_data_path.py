@@ -82,7 +82,7 @@ def main():
         driver = make_target_driver("tgt", control_port=control)
         svc_iqn = "iqn.2026-11.io.pvesan:bench.v-0000000000000001"
         path = pool.create("v-0000000000000001", SIZE)
-        driver.export(Export(iqn=svc_iqn, lun=1, backing_path=path, serial="v0000000000000001"))
+        driver.export(Export(iqn=svc_iqn, lun=1, backing_path=path, serial="v0000000000000001", initiators=["ALL"]))
 
         # by hand: the same kind of file, the same tgtd, plain tgtadm commands; once with tgt's
         # default backing store (rdwr) and once with the driver's (aio)
