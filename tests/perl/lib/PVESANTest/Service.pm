@@ -57,7 +57,7 @@ sub _wait_for {
     die "timed out waiting for $what\n";
 }
 
-# Returns a handle with: cli, api_url, token, admin_token, ca, iqn_portal, tgt_control, dir.
+# Returns a handle with: cli, api_url, token, admin_token, ca, portal, tgt_control, dir.
 sub start_service {
     my $cli = _find_bin('pvesan');
     my $server = _find_bin('pvesan-service');
@@ -166,6 +166,15 @@ sub admin {
     my $out = qx($self->{cli} --json @{[ map { quotemeta } @args ]} 2>/dev/null);
     return undef if $? != 0;
     return $out =~ /\S/ ? decode_json($out) : {};
+}
+
+# Another tenant (create options as the CLI takes them, e.g. --chap-user/--chap-password) with
+# a read-write token of its own; returns the token.
+sub tenant_token {
+    my ($self, $name, @create) = @_;
+    $self->admin('tenant', 'create', $name, @create) or die "tenant create $name failed\n";
+    my $tok = $self->admin('token', 'create', "$name-rw", '--for-tenant', $name) or die "token create failed\n";
+    return $tok->{token};
 }
 
 # Targets tgtd really has (the data path's truth).
