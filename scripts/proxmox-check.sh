@@ -7,6 +7,7 @@
 #   scripts/proxmox-check.sh check     the plugin through the real PVE::Storage and qemu-server
 #                                      against a real pvesan-service, tgtd and qemu-io
 #   scripts/proxmox-check.sh all       the three in turn (make proxmox-check)
+#   scripts/proxmox-check.sh run CMD.. a command in the same environment (pvesm is on PATH)
 #
 # Where the sources come from: PVE_SOURCES (default .cache/proxmox) holds one directory per
 # repository and version, e.g. pve-storage-9.1.7/, each with a .commit file. `sources` fills it
@@ -51,7 +52,8 @@ perl_packages=(
     libio-socket-ssl-perl libcrypt-openssl-random-perl libcrypt-openssl-rsa-perl libdigest-hmac-perl
     libtimedate-perl libdevel-cycle-perl libencode-locale-perl libhttp-message-perl libwww-perl
     libnetaddr-ip-perl libanyevent-perl libfile-chdir-perl libxml-libxml-perl libnet-dbus-perl
-    libposix-strptime-perl libio-multiplex-perl libpadwalker-perl
+    libposix-strptime-perl libio-multiplex-perl libpadwalker-perl libyaml-libyaml-perl
+    libterm-readline-gnu-perl librrds-perl libnbd-bin
     qemu-utils qemu-block-extra tgt xfsprogs open-iscsi
 )
 
@@ -136,6 +138,8 @@ in_namespace() {
         node=$(hostname -s)
         mkdir -p /etc/pve/priv/lock /etc/pve/priv/storage "/etc/pve/nodes/$node/qemu-server"
         ln -sfn "nodes/$node" /etc/pve/local    # pmxcfs: a quorate node has this link
+        mount -t tmpfs -o mode=0755 tmpfs /run    # for the status cache of the plugin, sockets of tgtd
+        mkdir -p /run/lock/pve-manager    # local storage locks (pve-manager makes it on a node)
         mkdir -p /usr/share/perl5/PVE/Storage/Custom
         install -m 0644 "$root/roles/pve_host/files/PVESANPlugin.pm" /usr/share/perl5/PVE/Storage/Custom/
         "$@"
@@ -155,10 +159,26 @@ cmd_facts() {
     done
 }
 
+# A pvesm of the pinned sources on PATH: storage_migrate pipes `pvesm export | pvesm import`.
+pvesm_bin() {
+    local rel=$1 bin=$root/.cache/proxmox-build/$1/bin storage
+    storage=$(src_dir pve-storage "$(awk '$1 == "pve-storage" {print $2}' <<<"${release[$rel]}")")
+    mkdir -p "$bin"
+    printf '#!/bin/sh\nexec perl %s/src/bin/pvesm "$@"\n' "$storage" >"$bin/pvesm"
+    chmod +x "$bin/pvesm"
+    echo "$bin"
+}
+
+cmd_run() {
+    local rel=9.1
+    PATH=$(pvesm_bin "$rel"):$PATH PERL5LIB=$(perl_lib "$rel"):$root/tests/perl/lib \
+        PVE_SOURCE_DIRS=$(source_dirs "$rel") in_namespace "$@"
+}
+
 cmd_check() {
     local rel=9.1
-    PERL5LIB=$(perl_lib "$rel"):$root/tests/perl/lib PVE_SOURCE_DIRS=$(source_dirs "$rel") \
-        in_namespace prove -v "$root/tests/proxmox/check.t"
+    PATH=$(pvesm_bin "$rel"):$PATH PERL5LIB=$(perl_lib "$rel"):$root/tests/perl/lib \
+        PVE_SOURCE_DIRS=$(source_dirs "$rel") in_namespace prove -v "$root/tests/proxmox/check.t"
 }
 
 case "${1:-}" in
@@ -167,5 +187,6 @@ case "${1:-}" in
     facts) cmd_sources && cmd_deps && cmd_facts ;;
     check) cmd_sources && cmd_deps && cmd_check ;;
     all) cmd_sources && cmd_deps && cmd_facts && cmd_check ;;
-    *) sed -n '2,26p' "$0"; exit 2 ;;
+    run) shift; cmd_run "$@" ;;
+    *) sed -n '2,27p' "$0"; exit 2 ;;
 esac
