@@ -8,6 +8,7 @@
 #   scripts/kernel-vm.sh ssh [CMD..]  run a command in the guest (as root)
 #   scripts/kernel-vm.sh stop         power the guest off
 #   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
+#                                     (sections: zfs_pool zfs lvmthin iscsi iscsi_chap)
 #   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
@@ -26,6 +27,19 @@ smp=${KVM_VM_SMP:-1}      # 1 vCPU: TCG on a 2-core machine shared with others
 run="$cache/run"
 
 log() { echo "kernel-vm: $*" >&2; }
+
+# What the host needs to build and boot the VM; `make setup` does not install it (the VM is
+# optional), so the VM's own commands do, once.
+host_packages=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client tgt)
+need_host_tools() {
+    local p missing=()
+    for p in "${host_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
 
 build_image() {
     # Everything that goes into the image. Its text is part of the cache key.
@@ -89,6 +103,7 @@ image_key() {
 
 cmd_build() {
     local key image rootfs kver
+    need_host_tools
     key=$(image_key)
     image="$cache/image-$key"
     if [ -f "$image/rootfs.raw" ]; then
@@ -140,6 +155,7 @@ ssh_guest() {
 }
 
 cmd_start() {
+    need_host_tools
     local image="$cache/current" i
     [ -f "$image/rootfs.raw" ] || { log "no image: run '$0 build' first"; return 1; }
     if [ -f "$run/qemu.pid" ] && kill -0 "$(cat "$run/qemu.pid")" 2>/dev/null; then
@@ -204,6 +220,13 @@ cmd_stop() {
 iscsi_ports=${KVM_VM_ISCSI_PORTS:-13291,13292}
 iscsi_control=${KVM_VM_ISCSI_CONTROL:-17291}
 iscsi_iqn=iqn.2026-11.org.pvesan:default.v-0a1b2c3d4e5f6071
+# A second target with CHAP and mutual CHAP, as the service exports a tenant's volumes. Lab-only
+# secrets (they appear in the recordings of `iscsiadm -S`).
+iscsi_chap_iqn=iqn.2026-11.org.pvesan:chap.v-1b2c3d4e5f607182
+iscsi_chap_user=pvesan-node-kvm
+iscsi_chap_password=kernel-vm-chap-secret-0123
+iscsi_chap_target_user=pvesan-target-kvm
+iscsi_chap_target_password=kernel-vm-mutual-secret-4567
 
 iscsi_target_up() {
     local portals="" p
@@ -221,7 +244,17 @@ iscsi_target_up() {
     "${tgtadm[@]}" -m logicalunit -o update -t 1 -l 1 \
         --params vendor_id=PVESAN,product_id=volume,scsi_sn=0a1b2c3d4e5f6071
     "${tgtadm[@]}" -m target -o bind -t 1 -I ALL
-    log "tgtd (pid $(cat "$run/tgtd.pid")) serves $iscsi_iqn on 127.0.0.1:{$iscsi_ports}"
+    truncate -s 32M "$run/iscsi-lun2.img"
+    "${tgtadm[@]}" -m target -o new -t 2 -T "$iscsi_chap_iqn"
+    "${tgtadm[@]}" -m logicalunit -o new -t 2 -l 1 -b "$run/iscsi-lun2.img" --bstype rdwr
+    "${tgtadm[@]}" -m logicalunit -o update -t 2 -l 1 \
+        --params vendor_id=PVESAN,product_id=volume,scsi_sn=1b2c3d4e5f607182
+    "${tgtadm[@]}" -m account -o new --user "$iscsi_chap_user" --password "$iscsi_chap_password"
+    "${tgtadm[@]}" -m account -o bind -t 2 --user "$iscsi_chap_user"
+    "${tgtadm[@]}" -m account -o new --user "$iscsi_chap_target_user" --password "$iscsi_chap_target_password"
+    "${tgtadm[@]}" -m account -o bind -t 2 --user "$iscsi_chap_target_user" --outgoing
+    "${tgtadm[@]}" -m target -o bind -t 2 -I ALL
+    log "tgtd (pid $(cat "$run/tgtd.pid")) serves $iscsi_iqn and $iscsi_chap_iqn (CHAP) on 127.0.0.1:{$iscsi_ports}"
 }
 
 iscsi_target_down() {
@@ -230,6 +263,7 @@ iscsi_target_down() {
     pid=$(cat "$run/tgtd.pid")
     # tgtd does not exit on SIGTERM while it has targets: remove the target first.
     tgtadm -C "$iscsi_control" --lld iscsi -m target -o delete --force -t 1 >/dev/null 2>&1 || true
+    tgtadm -C "$iscsi_control" --lld iscsi -m target -o delete --force -t 2 >/dev/null 2>&1 || true
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
@@ -238,14 +272,17 @@ iscsi_target_down() {
 
 cmd_record() {
     local sections=("$@")
-    [ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs lvmthin iscsi)
+    [ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs lvmthin iscsi iscsi_chap)
     cmd_build
     cmd_start
     trap 'iscsi_target_down; cmd_stop' EXIT
-    case " ${sections[*]} " in *" iscsi "*) iscsi_target_up ;; esac
+    case " ${sections[*]} " in *" iscsi "* | *" iscsi_chap "*) iscsi_target_up ;; esac
     # The guest runs a copy: editing the checkout's script meanwhile cannot upset a running bash.
     ssh_guest "cp '$root/tests/kernel-vm/'record*.sh /root/ && cd '$root' && KVM_REPO='$root' \
-        KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports bash /root/record.sh ${sections[*]}"
+        KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports KVM_ISCSI_CHAP_IQN=$iscsi_chap_iqn \
+        KVM_ISCSI_CHAP_USER=$iscsi_chap_user KVM_ISCSI_CHAP_PASSWORD=$iscsi_chap_password \
+        KVM_ISCSI_CHAP_TARGET_USER=$iscsi_chap_target_user KVM_ISCSI_CHAP_TARGET_PASSWORD=$iscsi_chap_target_password \
+        bash /root/record.sh ${sections[*]}"
 }
 
 # The service's lio driver against the guest's kernel target (configfs, target_core_mod,
@@ -267,5 +304,5 @@ case "${1:-}" in
     ssh) shift; ssh_guest "$@" ;;
     record) shift; cmd_record "$@" ;;
     lio) shift; cmd_lio "$@" ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
