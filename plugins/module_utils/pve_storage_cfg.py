@@ -313,8 +313,8 @@ def desired_props(stype, sid, props):
     check_storage_id(sid)
     tdef = TYPES.get(stype)
     if tdef is None:
-        raise SchemaError("unknown storage type %r (%s)" % (stype, REMOVED_IN_PVE9.get(stype, 'known: %s'
-                                                                                     % ', '.join(sorted(TYPES)))))
+        known = 'known: %s' % ', '.join(sorted(TYPES))
+        raise SchemaError("unknown storage type %r (%s)" % (stype, REMOVED_IN_PVE9.get(stype, known)))
     secrets = SECRET_PROPS.union(s.prop for s in tdef.secrets.values())
     out = {}
     for key, value in props.items():

@@ -1,4 +1,3 @@
-#!/usr/bin/perl
 # The dev-time check (scripts/proxmox-check.sh check): our plugin under Proxmox VE's own code.
 #
 # Proxmox's real pve-storage 9.1.7, pve-common 9.2.1, pve-cluster 9.1.6 and qemu-server 9.2.6 are

@@ -1,4 +1,3 @@
-#!/usr/bin/perl
 # Dev-time check (scripts/proxmox-check.sh facts): what Proxmox's own code says, dumped as JSON
 # for `make test` (tests/unit/plugins/module_utils/fixtures/proxmox/pve-<version>.json).
 #

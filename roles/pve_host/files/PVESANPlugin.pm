@@ -761,11 +761,15 @@ sub _storeid_of {
     my ($scfg) = @_;
     return $scfg->{storage} if defined($scfg->{storage});
     my $ids = eval { PVE::Storage::config()->{ids} } // {};
-    my @same = grep {
-        my $s = $ids->{$_};
-        ref($s) && ($s->{type} // '') eq 'pvesan' && ($s->{api_url} // '') eq ($scfg->{api_url} // '')
-            && join(',', _placement($s)) eq join(',', _placement($scfg))
-    } sort keys %$ids;
+    my $flat = sub {    # a section as text: its keys and values, hashes (content, nodes) sorted
+        my ($s) = @_;
+        return join("\n", map {
+            my $v = $s->{$_};
+            "$_=" . (ref($v) eq 'HASH' ? join(',', sort keys %$v) : $v // '')
+        } sort grep { $_ ne 'storage' && $_ ne 'digest' } keys %$s);
+    };
+    my $want = $flat->($scfg);
+    my @same = grep { ref($ids->{$_}) && $flat->($ids->{$_}) eq $want } sort keys %$ids;
     die "pvesan: cannot tell which storage this is (" . (@same ? "@same" : 'none')
         . " in storage.cfg match its settings)\n" if @same != 1;
     return $same[0];

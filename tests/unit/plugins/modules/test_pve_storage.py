@@ -279,16 +279,17 @@ def test_canonical_and_idempotent(root, capsys):
     on an edit, api_url fixed."""
     res = run(pve_storage, capsys, name='t1', type='lvmthin', config_root=root, options={'vgname': 'vg', 'thinpool': 'tp'})
     assert res['section'] == 'lvmthin: t1\n\tthinpool tp\n\tvgname vg\n\tcontent images,rootdir\n'
-    for _ in range(2):
-        res = run(pve_storage, capsys, name='t1', config_root=root, nodes=[])
-        assert not res['changed']
+    assert not run(pve_storage, capsys, name='t1', config_root=root, nodes=[])['changed']
+    assert not run(pve_storage, capsys, name='t1', config_root=root, nodes=[])['changed']
     san = dict(name='san', type='pvesan', config_root=root, auth_token=TOKEN, options={'api_url': 'https://a:8443'})
     res = run(pve_storage, capsys, **san)
     assert res['section'] == 'pvesan: san\n\tapi_url https://a:8443\n\tcontent images\n\tshared 1\n'
     assert not run(pve_storage, capsys, **san)['changed']
     res = run(pve_storage, capsys, **dict(san, shared=False))
     assert res['failed'] and 'always shared' in res['msg']
-    res = run(pve_storage, capsys, **dict(san, options={'api_url': 'https://b:8443'}))
+    moved = dict(san)
+    moved['options'] = {'api_url': 'https://b:8443'}
+    res = run(pve_storage, capsys, **moved)
     assert res['failed'] and "'api_url'" in res['msg'] and 'fixed' in res['msg']
     with open(os.path.join(root, 'storage.cfg'), 'a') as f:
         f.write('dir: d9\n\tpath /d9\n\tcontent iso\n\tcolour blue\n\n')
