@@ -28,17 +28,20 @@ run="$cache/run"
 
 log() { echo "kernel-vm: $*" >&2; }
 
-# What the host needs to build and boot the VM; `make setup` does not install it (the VM is
-# optional), so the VM's own commands do, once.
-host_packages=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client tgt)
-need_host_tools() {
-    local p missing=()
-    for p in "${host_packages[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+# What the VM needs on this machine; `make setup` leaves them out (the VM is optional), so the
+# first use installs them.
+host_tools() {
+    local missing=() tool pkg
+    for tool in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap ssh:openssh-client \
+        mkfs.ext4:e2fsprogs tgtd:tgt; do
+        pkg=${tool#*:}
+        command -v "${tool%%:*}" >/dev/null || missing+=("$pkg")
     done
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    fi
 }
 
 build_image() {
@@ -103,7 +106,7 @@ image_key() {
 
 cmd_build() {
     local key image rootfs kver
-    need_host_tools
+    host_tools
     key=$(image_key)
     image="$cache/image-$key"
     if [ -f "$image/rootfs.raw" ]; then
@@ -155,8 +158,8 @@ ssh_guest() {
 }
 
 cmd_start() {
-    need_host_tools
     local image="$cache/current" i
+    host_tools
     [ -f "$image/rootfs.raw" ] || { log "no image: run '$0 build' first"; return 1; }
     if [ -f "$run/qemu.pid" ] && kill -0 "$(cat "$run/qemu.pid")" 2>/dev/null; then
         log "already running (pid $(cat "$run/qemu.pid"))"

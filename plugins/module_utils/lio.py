@@ -13,7 +13,9 @@ Same declarative dicts as ``tgtadm.py``::
     {"iqn": "...", "tid": None,             # LIO has no tid; the TPG is always 1
      "luns": [{"lun": 1, "path": "/srv/v.img", "serial": "v0a1b", "vendor": None, "product": None,
                "readonly": False, "write_cache": True, "size": 67108864}],
-     "initiators": ["iqn.1993-08.org.debian:01:abc"],   # [] = any initiator (demo mode)
+     "initiators": ["iqn.1993-08.org.debian:01:abc"],   # [] = any initiator (demo mode), unless any_initiator is False
+     "any_initiator": False,                             # desired only: demo mode (any initiator, TPG-wide CHAP)
+     "allow_all": False,                                 # read only: the TPG is in demo mode
      "chap": {"user": "u", "password": "p"} | None,
      "mutual_chap": {"user": "m", "password": "q"} | None,
      "portals": ["0.0.0.0:3260"],
@@ -24,9 +26,10 @@ Same declarative dicts as ``tgtadm.py``::
 - ``remove_target(iqn)`` deletes a target and the storage objects only it used.
 - ``refresh_lun(iqn, lun)`` makes a grown backing file visible (re-creates the LUN).
 
-LIO differences from tgt that callers see: ACLs take initiator IQNs only (no IP addresses); with
-no initiator list the TPG runs in demo mode (any initiator) with TPG-wide CHAP; with a list, each
-ACL carries the CHAP credentials.  LIO reads passwords back, so reads include them.  The data LUN
+LIO differences from tgt that callers see: ACLs take initiator IQNs only (no IP addresses); in
+demo mode (``any_initiator``, by default when there is no initiator list) any initiator may log in
+with TPG-wide CHAP; otherwise each ACL carries the CHAP credentials, and discovery
+(SendTargets) shows the target only to initiators with an ACL (``demo_mode_discovery`` 0).  LIO reads passwords back, so reads include them.  The data LUN
 is 1 as with tgt, so initiators use the same ``iscsi://<portal>/<iqn>/1`` URL.  Files become
 ``fileio`` storage objects, block devices ``block`` ones, named ``pvesan-<serial>``.
 """
@@ -89,7 +92,7 @@ def _chap(userid, password):
 def _target_dict(target):
     tpg = _tpg_of(target)
     out = {"iqn": target.wwn, "tid": None, "luns": [], "initiators": [], "chap": None, "mutual_chap": None,
-           "portals": [], "attributes": {}}
+           "portals": [], "attributes": {}, "allow_all": False}
     if tpg is None:
         return out
     for lun in sorted(tpg.luns, key=lambda x: x.lun):
@@ -105,6 +108,7 @@ def _target_dict(target):
     out["portals"] = sorted("%s:%s" % (p.ip_address, p.port) for p in tpg.network_portals)
     out["attributes"] = {"authentication": tpg.get_attribute("authentication"),
                          "generate_node_acls": tpg.get_attribute("generate_node_acls")}
+    out["allow_all"] = out["attributes"]["generate_node_acls"] == "1"
     return out
 
 
@@ -195,11 +199,16 @@ def _apply(rts, desired):
             changes.append("lun %s created" % number)
 
     initiators = desired.get("initiators") or []
+    demo = desired["any_initiator"] if "any_initiator" in desired else not initiators
+    if demo:
+        initiators = []  # any initiator: per-initiator ACLs would add nothing
     chap, mutual = desired.get("chap"), desired.get("mutual_chap")
     readonly = any(lu.get("readonly") for lu in want_luns.values())
-    tpg.set_attribute("generate_node_acls", "0" if initiators else "1")
-    tpg.set_attribute("cache_dynamic_acls", "0" if initiators else "1")
-    tpg.set_attribute("demo_mode_write_protect", "1" if readonly and not initiators else "0")
+    tpg.set_attribute("generate_node_acls", "1" if demo else "0")
+    tpg.set_attribute("cache_dynamic_acls", "1" if demo else "0")
+    # without it LIO lists the target in SendTargets to every initiator, ACL or not
+    tpg.set_attribute("demo_mode_discovery", "1" if demo else "0")
+    tpg.set_attribute("demo_mode_write_protect", "1" if readonly and demo else "0")
     tpg.set_attribute("authentication", "1" if chap else "0")
     for acl in list(tpg.node_acls):
         if acl.node_wwn not in initiators:
@@ -220,7 +229,7 @@ def _apply(rts, desired):
             if m is None:
                 rts.MappedLUN(acl, number, lun, write_protect=bool(want_luns[number].get("readonly")))
         _set_chap(acl, chap, mutual)
-    _set_chap(tpg, None if initiators else chap, None if initiators else mutual)
+    _set_chap(tpg, chap if demo else None, mutual if demo else None)
 
     want_portals = desired.get("portals") or ["0.0.0.0:3260"]
     have_portals = dict(("%s:%s" % (p.ip_address, p.port), p) for p in tpg.network_portals)

@@ -46,6 +46,9 @@ class PvesanApi:
     """One service endpoint with one bearer token."""
 
     def __init__(self, api_url, token, validate_certs=True, ca_path=None, timeout=30):
+        if not api_url.startswith('https://'):
+            # refused before anything is sent: the bearer token never travels in clear
+            raise PvesanApiError('refusing to send the API token to %s: the pvesan service URL must be https://' % api_url)
         self.base = api_url.rstrip('/')
         self.token = token
         self.validate_certs = validate_certs

@@ -18,7 +18,8 @@ Declarative API: one target is a plain dict::
      "mutual_chap": {"user": "tgtout", "password": None},              # outgoing (mutual) CHAP
      "portals": ["127.0.0.1:3260"],                                     # tgtd-wide, read-only
      "attributes": {},                                                  # target params (see below)
-     "allow_all": False,            # read only: an ALL rule is bound (apply binds it for initiators=[])
+     "any_initiator": False,        # desired only: bind the ALL rule (default: when initiators is [])
+     "allow_all": False,            # read only: an ALL rule is bound
      "sessions": [{"id": 4, "initiator": "iqn...", "addresses": ["127.0.0.1"]}]}   # read only
 
 - ``read_targets(tgtadm)`` returns ``{iqn: dict}`` for every target (one ``--op show`` call).
@@ -460,11 +461,13 @@ def apply_target(tgtadm, desired, current=None, all_targets=None):
     for initiator in [a for a in want_acl if a not in have_acl]:
         tgtadm.bind_initiator(tid, initiator)
         changes.append("initiator %s bound" % initiator)
-    # tgt needs an explicit ALL rule for "any initiator"; without any rule nobody may log in.
-    if not want_acl and not current.get("allow_all"):
+    # tgt needs an explicit ALL rule for "any initiator"; without any rule nobody may log in (nor
+    # discover the target). ``any_initiator`` says which; without it an empty list means any.
+    want_all = desired["any_initiator"] if "any_initiator" in desired else not want_acl
+    if want_all and not current.get("allow_all"):
         tgtadm.bind_initiator(tid, "ALL")
         changes.append("initiator ALL bound")
-    elif want_acl and current.get("allow_all"):
+    elif not want_all and current.get("allow_all"):
         tgtadm.unbind_initiator(tid, "ALL")
         changes.append("initiator ALL unbound")
 

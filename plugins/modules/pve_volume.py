@@ -249,8 +249,11 @@ class Volume:
             fail(self.module, "pvesan storage '%s' has no token: cannot read %s (%s); set auth_token with "
                               "pvesan.storage.pve_storage" % (self.storage, token_file, e.strerror))
         self.module.no_log_values.add(token)
-        return PvesanApi(self.props['api_url'], token, validate_certs=as_bool(self.props.get('ssl_verify_peer'), True),
-                         ca_path=self.p['ca_path'], timeout=self.p['timeout'])
+        try:
+            return PvesanApi(self.props['api_url'], token, validate_certs=as_bool(self.props.get('ssl_verify_peer'), True),
+                             ca_path=self.p['ca_path'], timeout=self.p['timeout'])
+        except PvesanApiError as e:
+            fail(self.module, "storage '%s': %s" % (self.storage, e))
 
     # -- names -----------------------------------------------------------------------------
     def check_name(self, name):

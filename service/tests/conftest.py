@@ -34,6 +34,40 @@ needs_e2e = pytest.mark.skipif(not IS_ROOT or not all(shutil.which(t) for t in E
 needs_xfs = pytest.mark.skipif(not IS_ROOT or not shutil.which("mkfs.xfs"), reason="needs root and mkfs.xfs")
 
 
+# The initiator name the tests' clients present; tenants list it in their ACL, as the
+# volume_service role lists the Proxmox nodes' names.
+TEST_INITIATOR = "iqn.2026-11.org.pvesan.test:client"
+
+
+def image_opts(vol, chap=True, initiator=TEST_INITIATOR) -> str:
+    """QEMU ``--image-opts`` for LUN 1 of a volume of the API, logging in as ``initiator`` with
+    the volume's own CHAP credentials (``chap=False``: none; a (user, password) pair: those)."""
+    export = vol["export"]
+    opts = "driver=iscsi,transport=tcp,portal=%s,target=%s,lun=%d,initiator-name=%s" % (
+        export["portals"][0], export["iqn"], export["lun"], initiator)
+    if chap is True:
+        chap = (export["chap"]["user"], export["chap"]["password"]) if export["chap"] else None
+    if chap:
+        opts += ",user=%s,password=%s" % chap
+    return opts
+
+
+def qemu_io(target, *commands, timeout=120):
+    """qemu-io on an ``iscsi://`` URL or ``--image-opts`` (see image_opts)."""
+    argv = ["qemu-io"] + (["-f", "raw"] if target.startswith("iscsi://") else ["--image-opts"])
+    for c in commands:
+        argv += ["-c", c]
+    return subprocess.run(argv + [target], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def libiscsi_url(vol, initiator=TEST_INITIATOR) -> list:
+    """Arguments for the libiscsi-bin tools (iscsi-inq, iscsi-readcapacity16, ...) on a volume."""
+    export = vol["export"]
+    chap = export["chap"]
+    auth = "%s%%%s@" % (chap["user"], chap["password"]) if chap else ""
+    return ["-i", initiator, "iscsi://%s%s/%s/%d" % (auth, export["portals"][0], export["iqn"], export["lun"])]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -242,7 +276,8 @@ class Server:
         cfg = {
             "listen": "127.0.0.1:%d" % self.port, "tls_cert": self.cert, "tls_key": self.key,
             "database": database or "sqlite:///" + os.path.join(workdir, "state.db"),
-            "admin_token": ADMIN_TOKEN, "iqn_prefix": IQN_PREFIX, "portals": ["127.0.0.1:%d" % tgtd.port],
+            "admin_token": ADMIN_TOKEN, "secret_key_file": os.path.join(workdir, "secret.key"),
+            "iqn_prefix": IQN_PREFIX, "portals": ["127.0.0.1:%d" % tgtd.port],
             "target": {"driver": "tgt", "control_port": tgtd.control},
             "pools": [{"name": "xfs", "kind": "file", "tags": ["ssd"], "options": {"path": pool_path}}],
             "service_types": [{"name": "gold", "pool_tags": ["ssd"], "default": True}],

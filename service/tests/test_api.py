@@ -114,7 +114,8 @@ def test_volume_lifecycle(api):
     vol = r.json()
     assert vol["size"] == 10 * GiB and vol["vmid"] == 100 and vol["state"] == "ready" and vol["pool"] == "xfs"
     iqn = vol["export"]["iqn"]
-    assert iqn == "%s:alpha.%s" % (IQN_PREFIX, vol["id"]) and vol["export"]["lun"] == 1
+    # new IQNs carry no tenant name (discovery shows them)
+    assert iqn == "%s:%s" % (IQN_PREFIX, vol["id"]) and vol["export"]["lun"] == 1
     assert vol["export"]["urls"] == ["iscsi://192.0.2.1:3260/%s/1" % iqn]
     assert api.target.exports[iqn].backing_path == os.path.join(api.pool_dir, vol["id"] + ".img")
     assert os.path.getsize(api.target.exports[iqn].backing_path) == 10 * GiB
@@ -365,3 +366,72 @@ def test_reconciler_thread_notices_target_restart(api):
     assert api.client().get("/healthz").json()["status"] == "degraded"
     api.target.up = True
     assert rec.check() is True
+
+
+def test_a_failed_create_leaves_nothing_even_when_cleanup_fails_first(api):
+    """The target fails the export (it died mid-create) and, once, the cleanup as well (still hung):
+    the client gets a 503, the volume is never visible nor exported, the reconciler finishes the
+    removal, and a retry with another size creates the volume anew."""
+    from pvesan_service.targets.base import TargetError, TargetNotRunning
+    t = api.tenant("alpha", initiators=["ALL"])
+    target = api.target
+    real_export, real_unexport = target.export, target.unexport
+    failures = {"export": 1, "unexport": 1}
+
+    def export(exp):
+        if failures["export"]:
+            failures["export"] -= 1
+            raise TargetError("tgtd went away")
+        real_export(exp)
+
+    def unexport(iqn):
+        if failures["unexport"]:
+            failures["unexport"] -= 1
+            raise TargetError("tgtd does not answer")
+        real_unexport(iqn)
+
+    target.export, target.unexport = export, unexport
+    r = t.post("/api/v1/volumes", json={"name": "vm-1-disk-0", "size": "4M"})
+    assert r.status_code == 503, r.text
+    assert t.get("/api/v1/volumes/vm-1-disk-0").status_code == 404
+    assert t.get("/api/v1/volumes").json() == []
+    with api.store.tx() as tx:
+        assert [row["state"] for row in tx.execute("SELECT state FROM volumes").all()] == ["deleting"]
+    fixed = reconcile(api.service, "test")
+    assert fixed["finished_deletes"] == 1 and fixed["exported"] == 0 and target.exports == {}
+    assert [f for f in os.listdir(api.pool_dir) if f.endswith(".img")] == []
+    # the same when the target daemon is simply down: nothing to unexport there, nothing left at once
+    failures.update(export=1)
+
+    def not_running(iqn):
+        raise TargetNotRunning("tgtd is not running")
+
+    target.unexport = not_running
+    assert t.post("/api/v1/volumes", json={"name": "vm-1-disk-0", "size": "4M"}).status_code == 503
+    with api.store.tx() as tx:
+        assert tx.execute("SELECT COUNT(*) AS n FROM volumes").one()["n"] == 0
+    target.unexport = real_unexport
+    r = t.post("/api/v1/volumes", json={"name": "vm-1-disk-0", "size": "8M"})
+    assert r.status_code == 201 and r.json()["size"] == 8 * MiB, r.text
+
+
+def test_a_retry_finishes_a_delete_left_unfinished(api):
+    t = api.tenant("alpha", initiators=["ALL"])
+    vol = t.post("/api/v1/volumes", json={"name": "vm-2-disk-0", "size": "4M"}).json()
+    with api.store.tx() as tx:  # a delete that could not finish (the reconciler has not run yet)
+        tx.execute("UPDATE volumes SET state = 'deleting' WHERE id = ?", (vol["id"],))
+    r = t.post("/api/v1/volumes", json={"name": "vm-2-disk-0", "size": "8M"})
+    assert r.status_code == 201 and r.json()["id"] != vol["id"], r.text
+    assert vol["export"]["iqn"] not in api.target.exports
+
+
+def test_an_acl_the_target_cannot_enforce_is_a_422(api):
+    """LIO's ACLs take initiator names only: an address is refused before anything is stored,
+    instead of failing the export with a 503."""
+    api.target.acl_problem = lambda acl: "addresses are not supported" if any("." in a and a[0].isdigit() for a in acl) else None
+    t = api.tenant("alpha", initiators=["ALL"])
+    r = t.post("/api/v1/volumes", json={"name": "vm-3-disk-0", "size": "4M", "initiators": ["10.0.0.5"]})
+    assert r.status_code == 422 and "addresses" in r.json()["detail"]
+    assert t.get("/api/v1/volumes").json() == []
+    r = api.admin.patch("/api/v1/tenants/alpha", json={"initiators": ["10.0.0.5"]})
+    assert r.status_code == 422 and api.admin.get("/api/v1/tenants/alpha").json()["initiators"] == ["ALL"]

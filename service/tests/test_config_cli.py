@@ -30,6 +30,32 @@ def test_config_yaml_toml_and_errors(tmp_path, monkeypatch):
         config.load(str(tmp_path / "missing.yaml"))
 
 
+def test_the_documented_configuration_loads(tmp_path):
+    """The example of docs/service.md ("Server configuration") is a valid configuration."""
+    import os
+    import re
+    import yaml
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "service.md")).read()
+    section = doc[doc.index("## Server configuration"):]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    example.pop("admin_token_file")
+    example["admin_token"] = "a" * 30  # the documented file does not exist here
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(example))
+    cfg = config.load(str(path))
+    assert cfg["http_limits"].request_timeout == 10 and cfg["secret_key_file"] == "/etc/pvesan/secret.key"
+
+
+@pytest.mark.parametrize("http, msg", [({"request_timout": 5}, "mapping of"), ({"request_timeout": 0}, "positive"),
+                                       ({"max_connections": 1.5}, "integer"), ({"keepalive_timeout": True}, "positive")])
+def test_bad_http_limits_are_refused(tmp_path, http, msg):
+    import yaml
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"insecure_http": True, "http": http}))
+    with pytest.raises(config.ConfigError, match=msg):
+        config.load(str(path))
+
+
 def test_server_exits_2_on_bad_config(tmp_path):
     y = tmp_path / "s.yaml"
     y.write_text("bogus: 1\n")

@@ -9,34 +9,20 @@ import threading
 
 import pytest
 
-from conftest import ADMIN_TOKEN, IQN_PREFIX, MiB, needs_e2e, wait_until
+from conftest import ADMIN_TOKEN, IQN_PREFIX, TEST_INITIATOR, MiB, image_opts, libiscsi_url, needs_e2e, qemu_io, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_e2e]
 
 
-def qemu_io(url, *commands):
-    argv = ["qemu-io", "-f", "raw"]
-    for c in commands:
-        argv += ["-c", c]
-    return subprocess.run(argv + [url], capture_output=True, text=True, timeout=120, check=False)
-
-
-def assert_pattern(url, pattern, offset, length):
-    r = qemu_io(url, "read -P 0x%02x %d %d" % (pattern, offset, length))
+def assert_pattern(target, pattern, offset, length):
+    r = qemu_io(target, "read -P 0x%02x %d %d" % (pattern, offset, length))
     assert r.returncode == 0 and "Pattern verification failed" not in r.stdout + r.stderr and "read " in r.stdout, \
-        (url, r.stdout, r.stderr)
+        (target, r.stdout, r.stderr)
 
 
-def write_pattern(url, pattern, offset, length):
-    r = qemu_io(url, "write -P 0x%02x %d %d" % (pattern, offset, length))
+def write_pattern(target, pattern, offset, length):
+    r = qemu_io(target, "write -P 0x%02x %d %d" % (pattern, offset, length))
     assert r.returncode == 0 and "wrote " in r.stdout, (r.stdout, r.stderr)
-
-
-def url_of(vol, chap=None):
-    u = vol["export"]["urls"][0]
-    if chap:
-        u = u.replace("iscsi://", "iscsi://%s%%%s@" % chap)
-    return u
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +36,8 @@ def srv(server_factory):
 @pytest.fixture(scope="module")
 def tenant(srv):
     admin = srv.client(ADMIN_TOKEN)
-    assert admin.post("/api/v1/tenants", json={"name": "alpha"}).status_code == 201
+    # secure defaults: generated tenant CHAP, and an ACL with the initiator name the tests use
+    assert admin.post("/api/v1/tenants", json={"name": "alpha", "initiators": [TEST_INITIATOR]}).status_code == 201
     token = admin.post("/api/v1/tokens", json={"name": "pve", "tenant": "alpha"}).json()["token"]
     return srv.client(token), token
 
@@ -69,7 +56,7 @@ def consistent(srv, tgtd, tenant="alpha", prefix=IQN_PREFIX):
 def test_data_survives_service_restart_and_tgtd_restart(srv, tenant, tgtd_daemon):
     t = tenant[0]
     vol = t.post("/api/v1/volumes", json={"name": "vm-100-disk-0", "size": "64M"}).json()
-    url = url_of(vol)
+    url = image_opts(vol)
     write_pattern(url, 0xab, 0, MiB)
     write_pattern(url, 0xcd, 60 * MiB, 4096)
     assert_pattern(url, 0xab, 0, MiB)
@@ -91,14 +78,14 @@ def test_data_survives_service_restart_and_tgtd_restart(srv, tenant, tgtd_daemon
 def test_snapshot_rollback_clone_by_content(srv, tenant):
     t = tenant[0]
     vol = t.post("/api/v1/volumes", json={"name": "vm-101-disk-0", "size": "32M"}).json()
-    url = url_of(vol)
+    url = image_opts(vol)
     write_pattern(url, 0x11, 0, MiB)
     assert t.post("/api/v1/volumes/vm-101-disk-0/snapshots", json={"name": "s1"}).status_code == 201
     write_pattern(url, 0x22, 0, MiB)
     assert_pattern(url, 0x22, 0, MiB)
     clone = t.post("/api/v1/volumes/vm-101-disk-0/clone", json={"name": "vm-102-disk-0", "snapshot": "s1"})
     assert clone.status_code == 201, clone.text
-    curl = url_of(clone.json())
+    curl = image_opts(clone.json())
     assert_pattern(curl, 0x11, 0, MiB)
     write_pattern(curl, 0x33, 0, MiB)
     r = t.post("/api/v1/volumes/vm-101-disk-0/snapshots/s1/rollback")
@@ -114,7 +101,7 @@ def test_resize_visible_to_initiator(srv, tenant):
     vol = t.post("/api/v1/volumes", json={"name": "vm-103-disk-0", "size": "16M"}).json()
 
     def capacity():
-        r = subprocess.run(["iscsi-readcapacity16", url_of(vol)], capture_output=True, text=True, timeout=60, check=False)
+        r = subprocess.run(["iscsi-readcapacity16", *libiscsi_url(vol)], capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
         return int(re.search(r"^Total size:\s*(\d+)", r.stdout, re.M).group(1))
 
@@ -129,20 +116,15 @@ def test_chap_enforced(srv, tenant):
     t = tenant[0]
     chap = {"user": "pve-cluster", "password": "s3cret-passw0rd"}
     vol = t.post("/api/v1/volumes", json={"name": "vm-104-disk-0", "size": "8M", "chap": chap}).json()
-    assert qemu_io(url_of(vol), "read 0 4096").returncode != 0
-    assert qemu_io(url_of(vol, ("pve-cluster", "wrong-password")), "read 0 4096").returncode != 0
-    write_pattern(url_of(vol, ("pve-cluster", "s3cret-passw0rd")), 0x5a, 0, 4096)
-    assert_pattern(url_of(vol, ("pve-cluster", "s3cret-passw0rd")), 0x5a, 0, 4096)
+    assert qemu_io(image_opts(vol, chap=False), "read 0 4096").returncode != 0
+    assert qemu_io(image_opts(vol, chap=("pve-cluster", "wrong-password")), "read 0 4096").returncode != 0
+    write_pattern(image_opts(vol), 0x5a, 0, 4096)
+    assert_pattern(image_opts(vol, chap=("pve-cluster", "s3cret-passw0rd")), 0x5a, 0, 4096)
     # ACL: only the listed initiator may log in
     r = t.patch("/api/v1/volumes/vm-104-disk-0", json={"initiators": ["iqn.2026-11.test:allowed"]})
     assert r.status_code == 200, r.text
-    good = url_of(vol, ("pve-cluster", "s3cret-passw0rd"))
-    ok = subprocess.run(["qemu-io", "--image-opts", "-c", "read 0 4096",
-                         "driver=iscsi,transport=tcp,portal=%s,target=%s,lun=1,user=pve-cluster,password=s3cret-passw0rd,"
-                         "initiator-name=iqn.2026-11.test:allowed" % (vol["export"]["portals"][0], vol["export"]["iqn"])],
-                        capture_output=True, text=True, timeout=60, check=False)
-    assert ok.returncode == 0 and "read " in ok.stdout, ok.stderr
-    assert qemu_io(good, "read 0 4096").returncode != 0  # qemu's default initiator name is not listed
+    assert_pattern(image_opts(vol, initiator="iqn.2026-11.test:allowed"), 0x5a, 0, 4096)
+    assert qemu_io(image_opts(vol), "read 0 4096").returncode != 0  # the tenant's initiator is no longer listed
     assert t.delete("/api/v1/volumes/vm-104-disk-0").status_code == 204
 
 
@@ -236,7 +218,7 @@ def test_concurrent_clients_on_postgresql(server_factory, pg_database, tgtd_daem
     srv = server_factory(database=pg_database, extra={"iqn_prefix": prefix})
     srv.start()
     admin = srv.client(ADMIN_TOKEN)
-    assert admin.post("/api/v1/tenants", json={"name": "pg"}).status_code == 201
+    assert admin.post("/api/v1/tenants", json={"name": "pg", "initiators": [TEST_INITIATOR]}).status_code == 201
     token = admin.post("/api/v1/tokens", json={"name": "pve", "tenant": "pg"}).json()["token"]
     concurrent_create_delete(srv, token, tgtd_daemon, 120, tenant="pg", prefix=prefix)
     srv.stop()

@@ -12,6 +12,7 @@ from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures", "targets"))
 import fake_rtslib  # noqa: E402  pylint: disable=wrong-import-position
 
+ANY = ["ALL"]  # the ACL entry that lets any initiator in (an empty ACL lets none in)
 PREFIX = "iqn.2026-11.io.pvesan:t1."
 
 
@@ -32,7 +33,7 @@ def vol(tmp_path):
 
 
 def test_export_demo_mode_with_chap_and_read_back(lio, vol):
-    exp = Export(iqn=PREFIX + "v-1", lun=1, backing_path=vol, serial="v1", chap=Chap("u", "pw-123456789", "m", "mpw-12345678"))
+    exp = Export(initiators=ANY, iqn=PREFIX + "v-1", lun=1, backing_path=vol, serial="v1", chap=Chap("u", "pw-123456789", "m", "mpw-12345678"))
     lio.export(exp)
     lio.export(exp)  # idempotent
     target = fake_rtslib.STATE["targets"][PREFIX + "v-1"]
@@ -42,7 +43,7 @@ def test_export_demo_mode_with_chap_and_read_back(lio, vol):
     assert [(p.ip_address, p.port) for p in tpg.network_portals] == [("127.0.0.1", 3260)]
     assert [(lu.lun, lu.storage_object.plugin, lu.storage_object.wwn) for lu in tpg.luns] == [(1, "fileio", "v1")]
     seen = lio.list_exports()[PREFIX + "v-1"]
-    assert (seen.backing_path, seen.serial, seen.lun, seen.initiators, seen.readonly) == (vol, "v1", 1, [], False)
+    assert (seen.backing_path, seen.serial, seen.lun, seen.initiators, seen.readonly) == (vol, "v1", 1, ANY, False)
     assert seen.chap == Chap("u", "pw-123456789", "m", "mpw-12345678")  # LIO reads passwords back
     assert len(fake_rtslib.STATE["storage"]) == 1
 
@@ -65,14 +66,14 @@ def test_acl_mode_readonly_and_update_in_place(lio, vol):
 
 
 def test_unexport_removes_target_and_storage_object(lio, vol):
-    lio.export(Export(iqn=PREFIX + "v-3", lun=1, backing_path=vol, serial="v3"))
+    lio.export(Export(initiators=ANY, iqn=PREFIX + "v-3", lun=1, backing_path=vol, serial="v3"))
     lio.unexport(PREFIX + "v-3")
     lio.unexport(PREFIX + "v-3")
     assert fake_rtslib.STATE == {"targets": {}, "storage": {}}
 
 
 def test_refresh_size_recreates_fileio_with_new_size(lio, vol):
-    lio.export(Export(iqn=PREFIX + "v-4", lun=1, backing_path=vol, serial="v4", chap=Chap("u", "pw-123456789")))
+    lio.export(Export(initiators=ANY, iqn=PREFIX + "v-4", lun=1, backing_path=vol, serial="v4", chap=Chap("u", "pw-123456789")))
     os.truncate(vol, 4 * 1024 * 1024)
     lio.refresh_size(PREFIX + "v-4")
     so = next(iter(fake_rtslib.STATE["storage"].values()))
@@ -84,14 +85,14 @@ def test_refresh_size_recreates_fileio_with_new_size(lio, vol):
 
 def test_foreign_targets_filtered_and_alive(lio, vol, monkeypatch, tmp_path):
     fake_rtslib.Target(fake_rtslib.FabricModule("iscsi"), "iqn.2001-04.com.example:other", mode="create")
-    lio.export(Export(iqn=PREFIX + "v-5", lun=1, backing_path=vol, serial="v5"))
+    lio.export(Export(initiators=ANY, iqn=PREFIX + "v-5", lun=1, backing_path=vol, serial="v5"))
     assert list(lio.list_exports()) == [PREFIX + "v-5"]
     assert lio.alive() is True
     assert make_target_driver("lio", configfs=str(tmp_path / "absent")).alive() is False
     with pytest.raises(TargetError, match="LUN 1"):
-        lio.export(Export(iqn=PREFIX + "v-6", lun=0, backing_path=vol, serial="v6"))
+        lio.export(Export(initiators=ANY, iqn=PREFIX + "v-6", lun=0, backing_path=vol, serial="v6"))
     with pytest.raises(TargetError, match="backing store"):
-        lio.export(Export(iqn=PREFIX + "v-7", lun=1, backing_path=str(tmp_path / "missing.img"), serial="v7"))
+        lio.export(Export(initiators=ANY, iqn=PREFIX + "v-7", lun=1, backing_path=str(tmp_path / "missing.img"), serial="v7"))
     assert PREFIX + "v-7" not in fake_rtslib.STATE["targets"]  # nothing half-made left
 
 
@@ -101,3 +102,18 @@ def test_missing_rtslib_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(TargetError, match="python3-rtslib-fb"):
         drv.list_exports()
     assert drv.alive() is False
+
+
+def test_acl_mode_hides_the_target_from_other_initiators_in_discovery(lio, vol):
+    """LIO lists a target in SendTargets to every initiator unless demo_mode_discovery is 0 (seen
+    on the real kernel target: test_targets_lio_kernel.py); an empty ACL lets no initiator in."""
+    iqn = PREFIX + "v-disc"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=["iqn.2026-11.io.example:pve1"]))
+    tpg = next(fake_rtslib.STATE["targets"][iqn].tpgs)
+    assert tpg.get_attribute("demo_mode_discovery") == "0" and tpg.get_attribute("generate_node_acls") == "0"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=[]))
+    assert tpg.get_attribute("generate_node_acls") == "0" and list(tpg.node_acls) == []
+    assert lio.list_exports()[iqn].initiators == []
+    lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=ANY))
+    assert tpg.get_attribute("demo_mode_discovery") == "1" and tpg.get_attribute("generate_node_acls") == "1"
+    assert lio.acl_problem(["10.0.0.1"]) and not lio.acl_problem(["iqn.2026-11.io.example:pve1", "ALL"])

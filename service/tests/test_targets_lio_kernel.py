@@ -17,6 +17,7 @@ import pytest
 from pvesan_service.targets import Chap, Export, make_target_driver
 
 PREFIX = "iqn.2026-12.org.pvesan.lio:t1."
+ANY = ["ALL"]  # the ACL entry that lets any initiator in (an empty ACL lets none in)
 PORTAL = "127.0.0.1:3260"
 MiB = 1024 * 1024
 CONFIGFS = "/sys/kernel/config/target"
@@ -41,20 +42,22 @@ def iscsiadm(*args, check=True):
     return subprocess.run(["iscsiadm", *args], capture_output=True, text=True, check=check, timeout=60)
 
 
-def login(iqn, chap=None):
-    """Kernel initiator login to LUN 1 of ``iqn``: the block device, or the failed iscsiadm run."""
-    iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-o", "new")
+def login(iqn, chap=None, iface="default"):
+    """Kernel initiator login to LUN 1 of ``iqn`` through open-iscsi interface ``iface`` (its
+    initiator name): the block device, or the failed iscsiadm run."""
+    node = ("-m", "node", "-T", iqn, "-p", PORTAL, "-I", iface)
+    iscsiadm(*node, "-o", "new")
     if chap:
         for key, value in (("node.session.auth.authmethod", "CHAP"), ("node.session.auth.username", chap.user),
                            ("node.session.auth.password", chap.password)):
-            iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-o", "update", "-n", key, "-v", value)
+            iscsiadm(*node, "-o", "update", "-n", key, "-v", value)
         if chap.mutual_user:
             for key, value in (("node.session.auth.username_in", chap.mutual_user),
                                ("node.session.auth.password_in", chap.mutual_password)):
-                iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-o", "update", "-n", key, "-v", value)
-    res = iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "--login", check=False)
+                iscsiadm(*node, "-o", "update", "-n", key, "-v", value)
+    res = iscsiadm(*node, "--login", check=False)
     if res.returncode != 0:
-        iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-o", "delete", check=False)
+        iscsiadm(*node, "-o", "delete", check=False)
         return res
     link = "/dev/disk/by-path/ip-%s-iscsi-%s-lun-1" % (PORTAL, iqn)
     for dummy in range(100):
@@ -68,6 +71,20 @@ def login(iqn, chap=None):
 def logout(iqn):
     iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "--logout", check=False)
     iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-o", "delete", check=False)
+
+
+def iface(name, initiator):
+    """An open-iscsi interface that logs in (and discovers) as ``initiator``: another node."""
+    iscsiadm("-m", "iface", "-I", name, "-o", "new", check=False)
+    iscsiadm("-m", "iface", "-I", name, "-o", "update", "-n", "iface.initiatorname", "-v", initiator)
+    return name
+
+
+def discover(iface_name):
+    """The targets SendTargets discovery lists to the initiator of ``iface_name``."""
+    res = iscsiadm("-m", "discovery", "-t", "sendtargets", "-p", PORTAL, "-I", iface_name, "-o", "nonpersistent",
+                   check=False)
+    return {line.split()[1] for line in res.stdout.splitlines() if line.strip()}
 
 
 def write_read(dev, pattern, offset=0):
@@ -112,8 +129,8 @@ def own_initiator():
 
 def test_data_through_the_kernel_target_and_identity(lio, volume):
     iqn = PREFIX + "v-0a1b2c3d4e5f6071"
-    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071"))
-    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071"))  # idempotent
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071", initiators=ANY))
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071", initiators=ANY))  # idempotent
     dev = login(iqn)
     assert isinstance(dev, str), dev.stderr
     assert write_read(dev, 0x5A, offset=8 * MiB)
@@ -124,13 +141,13 @@ def test_data_through_the_kernel_target_and_identity(lio, volume):
     vpd80 = open("/sys/block/%s/device/vpd_pg80" % os.path.basename(dev), "rb").read()
     assert b"0a1b2c3d4e5f6071" in vpd80  # the unit serial is the volume's
     seen = lio.list_exports()[iqn]
-    assert (seen.backing_path, seen.serial, seen.initiators, seen.chap) == (volume, "0a1b2c3d4e5f6071", [], None)
+    assert (seen.backing_path, seen.serial, seen.initiators, seen.chap) == (volume, "0a1b2c3d4e5f6071", ANY, None)
 
 
 def test_chap_and_mutual_chap_enforced_by_the_kernel(lio, volume):
     iqn = PREFIX + "v-chap"
     chap = Chap("pvesan-u1", "secret-0123456", "pvesan-t1", "mutual-0123456")
-    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=chap))
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=chap, initiators=ANY))
     refused = login(iqn)
     assert not isinstance(refused, str) and refused.returncode != 0  # no credentials
     refused = login(iqn, Chap("pvesan-u1", "wrong-secret-99"))
@@ -155,7 +172,7 @@ def test_acl_by_initiator_name(lio, volume):
 
 def test_resize_seen_by_the_initiator_after_a_rescan(lio, volume):
     iqn = PREFIX + "v-grow"
-    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgrow"))
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgrow", initiators=ANY))
     dev = login(iqn)
     assert isinstance(dev, str), dev.stderr
     os.truncate(volume, 128 * MiB)
@@ -170,7 +187,7 @@ def test_resize_seen_by_the_initiator_after_a_rescan(lio, volume):
 
 def test_unexport_leaves_nothing_in_configfs(lio, volume):
     iqn = PREFIX + "v-gone"
-    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgone"))
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgone", initiators=ANY))
     assert os.path.isdir(os.path.join(CONFIGFS, "iscsi", iqn))
     lio.unexport(iqn)
     lio.unexport(iqn)  # idempotent
@@ -178,3 +195,73 @@ def test_unexport_leaves_nothing_in_configfs(lio, volume):
     backing = [open(path).read().strip() for path in glob.glob(os.path.join(CONFIGFS, "core", "*", "*", "udev_path"))]
     assert volume not in backing  # its storage object went with it
     assert iqn not in lio.list_exports()
+
+
+# ------------------------------------------------------------------------------- tenant isolation
+# The attacks of service/tests/test_isolation.py at the level LIO decides them: tenant A's target
+# (ACL: A's node, CHAP of A) and tenant B's (B's node, CHAP of B), B trying A's target.
+NODE_A = "iqn.2026-12.org.pvesan.lio:cluster-a-node1"
+NODE_B = "iqn.2026-12.org.pvesan.lio:cluster-b-node1"
+
+
+@pytest.fixture
+def tenants(lio, tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / ("%s.img" % name)
+        with open(path, "wb") as f:
+            f.truncate(16 * MiB)
+        paths.append(str(path))
+    a = Export(iqn=PREFIX + "v-aaaaaaaaaaaaaaaa", lun=1, backing_path=paths[0], serial="aaaaaaaaaaaaaaaa",
+               chap=Chap("pvesan-alpha", "alpha-secret-01"), initiators=[NODE_A])
+    # B's account has A's name with B's secret: on tgtd that re-created A's account (which the
+    # service now refuses); LIO keeps CHAP per ACL, so it may not even touch A's
+    b = Export(iqn=PREFIX + "v-bbbbbbbbbbbbbbbb", lun=1, backing_path=paths[1], serial="bbbbbbbbbbbbbbbb",
+               chap=Chap("pvesan-alpha", "beta-chose-this"), initiators=[NODE_B])
+    lio.export(a)
+    lio.export(b)
+    yield a, b, iface("tenant-a", NODE_A), iface("tenant-b", NODE_B)
+    for name in ("tenant-a", "tenant-b"):
+        for iqn in (a.iqn, b.iqn):
+            iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-I", name, "--logout", check=False)
+            iscsiadm("-m", "node", "-T", iqn, "-p", PORTAL, "-I", name, "-o", "delete", check=False)
+        iscsiadm("-m", "iface", "-I", name, "-o", "delete", check=False)
+
+
+def test_discovery_shows_each_initiator_only_its_tenants_targets(lio, tenants):
+    a, b, iface_a, iface_b = tenants
+    assert a.iqn in discover(iface_a) and b.iqn not in discover(iface_a)
+    assert b.iqn in discover(iface_b) and a.iqn not in discover(iface_b)
+    assert not {a.iqn, b.iqn} & discover(iface("stranger", "iqn.2026-12.org.example:stranger"))
+    iscsiadm("-m", "iface", "-I", "stranger", "-o", "delete", check=False)
+
+
+def test_the_other_tenants_password_opens_nothing(lio, tenants):
+    a, b, iface_a, iface_b = tenants
+    dev = login(a.iqn, a.chap, iface=iface_a)
+    assert isinstance(dev, str), dev.stderr
+    assert write_read(dev, 0xA1)
+    logout(a.iqn)
+    # B from its own node: not on A's ACL
+    refused = login(a.iqn, b.chap, iface=iface_b)
+    assert not isinstance(refused, str) and refused.returncode != 0
+    # B claiming A's node name (names are not authenticated): the ACL lets it try, CHAP refuses
+    refused = login(a.iqn, b.chap, iface=iface_a)
+    assert not isinstance(refused, str) and refused.returncode != 0
+    # A's own login still works, and B's target opens with B's secret only
+    dev = login(a.iqn, a.chap, iface=iface_a)
+    assert isinstance(dev, str), dev.stderr
+    logout(a.iqn)
+    dev = login(b.iqn, b.chap, iface=iface_b)
+    assert isinstance(dev, str), dev.stderr
+    logout(b.iqn)
+    refused = login(b.iqn, a.chap, iface=iface_b)
+    assert not isinstance(refused, str) and refused.returncode != 0
+
+
+def test_an_empty_acl_lets_no_initiator_in(lio, volume):
+    iqn = PREFIX + "v-none"
+    lio.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vnone", initiators=[]))
+    refused = login(iqn)
+    assert not isinstance(refused, str) and refused.returncode != 0
+    assert iqn not in discover("default")

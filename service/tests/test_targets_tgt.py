@@ -16,6 +16,7 @@ from pvesan_service.targets import tgtadm as tgtlib
 from pvesan_service.targets.tgtadm import parse_show
 
 MiB = 1024 * 1024
+ANY = ["ALL"]  # the ACL entry that lets any initiator in (an empty ACL lets none in)
 PREFIX = "iqn.2026-11.io.pvesan:test."
 TOOLS = ("tgtd", "tgtadm", "qemu-io", "iscsi-inq", "iscsi-readcapacity16")
 
@@ -70,7 +71,7 @@ def capacity(url):
 
 def test_export_data_round_trip_and_idempotent(tgtd, driver, volume):
     iqn = PREFIX + "v-data"
-    exp = Export(iqn=iqn, lun=1, backing_path=volume, serial="vdata")
+    exp = Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vdata")
     driver.export(exp)
     res = qemu_io(tgtd.url(iqn), "write -P 0x5a 1M 2M", "read -P 0x5a 1M 2M")
     assert res.returncode == 0 and "Pattern verification failed" not in res.stdout, res.stderr
@@ -87,17 +88,17 @@ def test_export_data_round_trip_and_idempotent(tgtd, driver, volume):
         driver.tgt._run = real
     assert calls == []
     seen = driver.list_exports()[iqn]
-    assert (seen.backing_path, seen.serial, seen.lun, seen.initiators, seen.chap) == (volume, "vdata", 1, [], None)
+    assert (seen.backing_path, seen.serial, seen.lun, seen.initiators, seen.chap) == (volume, "vdata", 1, ANY, None)
 
 
 def test_chap_and_mutual_chap_enforced(tgtd, driver, volume):
     iqn = PREFIX + "v-chap"
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=Chap("tenant1", "incoming-secret1")))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=Chap("tenant1", "incoming-secret1")))
     assert inq(tgtd.url(iqn)).returncode != 0
     assert inq(tgtd.url(iqn, "tenant1", "wrong-secret-123")).returncode != 0
     assert inq(tgtd.url(iqn, "tenant1", "incoming-secret1")).returncode == 0
 
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap",
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vchap",
                          chap=Chap("tenant1", "incoming-secret1", "target1", "outgoing-secret1")))
     good = "?target_user=target1&target_password=outgoing-secret1"
     assert inq(tgtd.url(iqn, "tenant1", "incoming-secret1", good)).returncode == 0
@@ -105,11 +106,11 @@ def test_chap_and_mutual_chap_enforced(tgtd, driver, volume):
     assert inq(tgtd.url(iqn, "tenant1", "incoming-secret1", bad)).returncode != 0
 
     # changed password: the old one stops working
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=Chap("tenant1", "rotated-secret12")))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vchap", chap=Chap("tenant1", "rotated-secret12")))
     assert inq(tgtd.url(iqn, "tenant1", "incoming-secret1")).returncode != 0
     assert inq(tgtd.url(iqn, "tenant1", "rotated-secret12")).returncode == 0
     # CHAP off again: no credentials needed
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vchap"))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vchap"))
     assert inq(tgtd.url(iqn)).returncode == 0
 
 
@@ -120,11 +121,11 @@ def test_shared_tenant_account_survives_service_restart(tgtd, driver, tmp_path):
         path = tmp_path / ("s%d.img" % i)
         path.write_bytes(b"")
         os.truncate(path, MiB)
-        driver.export(Export(iqn=iqn, lun=1, backing_path=str(path), serial="s%d" % i, chap=chap))
+        driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=str(path), serial="s%d" % i, chap=chap))
     # a new service process: it cannot know the passwords tgtd holds, so it re-creates the
     # account once, which must keep the other target bound
     fresh = make_target_driver("tgt", control_port=tgtd.control, iqn_prefix=PREFIX)
-    fresh.export(Export(iqn=iqns[0], lun=1, backing_path=str(tmp_path / "s0.img"), serial="s0", chap=chap))
+    fresh.export(Export(initiators=ANY, iqn=iqns[0], lun=1, backing_path=str(tmp_path / "s0.img"), serial="s0", chap=chap))
     for iqn in iqns:
         assert inq(tgtd.url(iqn, "tenant2", "tenant2-secret-x")).returncode == 0
         assert inq(tgtd.url(iqn)).returncode != 0
@@ -150,16 +151,16 @@ def test_acl_by_initiator_name_and_address(tgtd, driver, volume):
 
 def test_readonly_export_refuses_writes(tgtd, driver, volume):
     iqn = PREFIX + "v-ro"
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vro", readonly=True))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vro", readonly=True))
     assert qemu_io(tgtd.url(iqn), "write -P 1 0 4k").returncode != 0
     assert driver.list_exports()[iqn].readonly is True
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vro"))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vro"))
     assert qemu_io(tgtd.url(iqn), "write -P 1 0 4k").returncode == 0
 
 
 def test_resize_seen_by_initiator(tgtd, driver, volume):
     iqn = PREFIX + "v-grow"
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgrow"))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vgrow"))
     assert qemu_io(tgtd.url(iqn), "write -P 0x77 0 64k").returncode == 0
     assert capacity(tgtd.url(iqn)) == 64 * MiB
     os.truncate(volume, 96 * MiB)
@@ -173,7 +174,7 @@ def test_resize_seen_by_initiator(tgtd, driver, volume):
 
 def test_unexport_ends_export(tgtd, driver, volume):
     iqn = PREFIX + "v-gone"
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vgone", chap=Chap("gone-user", "gone-secret-123")))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vgone", chap=Chap("gone-user", "gone-secret-123")))
     driver.unexport(iqn)
     driver.unexport(iqn)  # idempotent
     assert iqn not in driver.list_exports()
@@ -183,7 +184,7 @@ def test_unexport_ends_export(tgtd, driver, volume):
 
 def test_unexport_ends_an_active_session(tgtd, driver, volume):
     iqn = PREFIX + "v-busy"
-    driver.export(Export(iqn=iqn, lun=1, backing_path=volume, serial="vbusy"))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vbusy"))
     client = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 20000", tgtd.url(iqn)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -203,12 +204,12 @@ def test_unexport_ends_an_active_session(tgtd, driver, volume):
 
 
 def test_foreign_targets_are_left_alone_and_tid_clash_is_handled(tgtd, driver, volume):
-    driver.export(Export(iqn=PREFIX + "v-a", lun=1, backing_path=volume, serial="va"))
+    driver.export(Export(initiators=ANY, iqn=PREFIX + "v-a", lun=1, backing_path=volume, serial="va"))
     tid = max(t["tid"] for t in driver._state().values()) + 1
     # someone else (the iscsi_target module, tgt-admin) takes the next tid behind our back
     tgtd.tgtadm("--mode", "target", "--op", "new", "--tid", str(tid), "--targetname", "iqn.2001-04.com.example:foreign")
     try:
-        driver.export(Export(iqn=PREFIX + "v-b", lun=1, backing_path=volume, serial="vb"))
+        driver.export(Export(initiators=ANY, iqn=PREFIX + "v-b", lun=1, backing_path=volume, serial="vb"))
         assert sorted(driver.list_exports()) == [PREFIX + "v-a", PREFIX + "v-b"]  # prefix filter
         assert inq(tgtd.url(PREFIX + "v-b")).returncode == 0
     finally:
@@ -217,7 +218,7 @@ def test_foreign_targets_are_left_alone_and_tid_clash_is_handled(tgtd, driver, v
 
 def test_tgtd_restart_is_detected_and_exports_restored(tgtd, driver, volume):
     iqn = PREFIX + "v-restart"
-    exp = Export(iqn=iqn, lun=1, backing_path=volume, serial="vrs", chap=Chap("rs-user", "rs-secret-12345"))
+    exp = Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="vrs", chap=Chap("rs-user", "rs-secret-12345"))
     driver.export(exp)
     assert qemu_io(tgtd.url(iqn, "rs-user", "rs-secret-12345"), "write -P 0x42 0 1M").returncode == 0
     tgtd.kill()
@@ -236,7 +237,7 @@ def test_tgtd_restart_is_detected_and_exports_restored(tgtd, driver, volume):
 def test_failed_export_leaves_nothing_behind(tgtd, driver, tmp_path):
     iqn = PREFIX + "v-broken"
     with pytest.raises(TargetError, match="export of .*v-broken failed"):
-        driver.export(Export(iqn=iqn, lun=1, backing_path=str(tmp_path / "missing.img"), serial="vbroken"))
+        driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=str(tmp_path / "missing.img"), serial="vbroken"))
     assert iqn not in tgtd.tgtadm("--mode", "target", "--op", "show").stdout
     path = tmp_path / "now.img"
     path.write_bytes(b"")
@@ -256,7 +257,7 @@ def test_bad_arguments():
         make_target_driver("tgt", managment="socket")
     drv = make_target_driver("tgt", control_port=1)
     with pytest.raises(TargetError, match="LUN 1"):
-        drv.export(Export(iqn=PREFIX + "x", lun=0, backing_path="/x", serial="x"))
+        drv.export(Export(initiators=ANY, iqn=PREFIX + "x", lun=0, backing_path="/x", serial="x"))
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +276,7 @@ def test_snapshot_rollback_and_clone_seen_through_the_export(tgtd, driver, xfs_p
     vol, copy = "v-snap-" + driver.management, "v-clone-" + driver.management  # the pool lives per module
     iqn, clone_iqn = PREFIX + vol, PREFIX + copy
     path = xfs_pool.create(vol, 64 * MiB)
-    driver.export(Export(iqn=iqn, lun=1, backing_path=path, serial="vsnap"))
+    driver.export(Export(initiators=ANY, iqn=iqn, lun=1, backing_path=path, serial="vsnap"))
     url = tgtd.url(iqn)
     assert qemu_io(url, "write -P 0x11 0 1M", "write -P 0x12 32M 1M").returncode == 0
     xfs_pool.snapshot_create(vol, "s-1")
@@ -285,7 +286,7 @@ def test_snapshot_rollback_and_clone_seen_through_the_export(tgtd, driver, xfs_p
     assert res.returncode == 0 and "verification failed" not in res.stdout, res.stdout
 
     clone = xfs_pool.clone(vol, "s-1", copy)
-    driver.export(Export(iqn=clone_iqn, lun=1, backing_path=clone, serial="vclone"))
+    driver.export(Export(initiators=ANY, iqn=clone_iqn, lun=1, backing_path=clone, serial="vclone"))
     assert qemu_io(tgtd.url(clone_iqn), "write -P 0x77 0 1M").returncode == 0
     res = qemu_io(url, "read -P 0x11 0 1M")  # writes to the clone never reach its origin
     assert res.returncode == 0 and "verification failed" not in res.stdout
@@ -297,7 +298,7 @@ def test_lun_identity_is_the_volume_id_across_restart_and_resize(tgtd, driver, v
     """tgt's default SCSI ID (and so the WWID multipath groups paths by) comes from the tid; the
     driver sets the serial instead, so the WWID stays the volume's own."""
     iqn = PREFIX + "v-ident"
-    exp = Export(iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071")
+    exp = Export(initiators=ANY, iqn=iqn, lun=1, backing_path=volume, serial="0a1b2c3d4e5f6071")
 
     def identity():
         lun = parse_show(tgtd.tgtadm("--mode", "target", "--op", "show").stdout)
@@ -362,7 +363,7 @@ def test_socket_that_answers_differently_falls_back_to_tgtadm(tgtd, volume, monk
     monkeypatch.setattr(tgtlib.TgtdSocket, "__call__", other_version)
     drv = make_target_driver("tgt", control_port=tgtd.control, iqn_prefix=PREFIX)
     with caplog.at_level(logging.WARNING):
-        drv.export(Export(iqn=PREFIX + "v-fallback", lun=1, backing_path=volume, serial="fallback"))
+        drv.export(Export(initiators=ANY, iqn=PREFIX + "v-fallback", lun=1, backing_path=volume, serial="fallback"))
     try:
         assert drv.tgt is drv.command
         assert "does not answer as tgtadm does" in caplog.text

@@ -270,8 +270,8 @@ my ($chap_pw, $mutual_pw, $chap_token) = ('', '', '');
 section('CHAP', sub {
     $chap_pw = 'chap-secret-' . join('', map { ('a' .. 'z')[rand 26] } 1 .. 16);
     $mutual_pw = 'mutual-secret-' . join('', map { ('a' .. 'z')[rand 26] } 1 .. 16);
-    $chap_token = $svc->tenant_token('chapten', '--chap-user', 'chapten-user', '--chap-password', $chap_pw,
-        '--mutual-user', 'target-user', '--mutual-password', $mutual_pw);
+    $chap_token = $svc->tenant_token('chapten', '--initiator', $NODE_IQN, '--chap-user', 'chapten-user',
+        '--chap-password', $chap_pw, '--mutual-user', 'target-user', '--mutual-password', $mutual_pw);
     $P->on_add_hook('sanchap', $scfg, auth_token => $chap_token);
     my $cv = $P->alloc_image('sanchap', $scfg, 200, 'raw', undef, 16 * 1024);
     my $cpath = $P->path($scfg, $cv, 'sanchap');
@@ -298,7 +298,7 @@ like($@, qr/not found/, 'freeing a missing volume says so');
 # --- the status cache (finding 9): one `pvesan status` per storage and node while fresh, for
 # every process; a changed setting or token is a miss; failures are remembered too
 section('status cache', sub {
-    local $PVE::Storage::Custom::PVESANPlugin::STATUS_TTL = 2;
+    local $PVE::Storage::Custom::PVESANPlugin::STATUS_TTL = 60;    # long enough for a loaded machine
     cli_runs();
     %PVE::Storage::Custom::PVESANPlugin::STATUS_MEMO = ();
     unlink("$tmp/run/status-$sid.json");
@@ -316,9 +316,11 @@ section('status cache', sub {
     is((stat("$tmp/run/status-$sid.json"))[2] & 07777, 0600, 'which is 0600');
     $P->status($sid, { %$scfg, query_include => 'ssd' }, {});
     is(scalar(cli_runs(qr/ status/)), 1, 'other placement options: asked again');
-    sleep(2.1);
+    $PVE::Storage::Custom::PVESANPlugin::STATUS_TTL = 0.5;
+    sleep(0.6);
     $P->status($sid, $scfg, {});
     is(scalar(cli_runs(qr/ status/)), 1, 'after the TTL: asked again');
+    $PVE::Storage::Custom::PVESANPlugin::STATUS_TTL = 60;
     my $down = { %$scfg, api_url => 'https://127.0.0.1:1' };
     eval { $P->status($sid, $down, {}) };
     like($@, qr/cannot reach/, 'storage down: status fails with the reason');

@@ -4,6 +4,7 @@ CLI and storage definition on the nodes, and that no secret sits where it must n
 import json
 import os
 
+import testinfra
 import testinfra.utils.ansible_runner
 
 # checks through `podman exec` (fast); names and groups from the inventory
@@ -43,7 +44,8 @@ def test_service_hardening_and_secrets(host):
         return
     unit = host.check_output("systemctl show pvesan-service -p ProtectSystem -p NoNewPrivileges -p Restart")
     assert "ProtectSystem=strict" in unit and "NoNewPrivileges=yes" in unit and "Restart=on-failure" in unit
-    for path in ("/etc/pvesan/admin.token", "/etc/pvesan/tls.key", "/etc/pvesan/tenants/lab.token"):
+    for path in ("/etc/pvesan/admin.token", "/etc/pvesan/tls.key", "/etc/pvesan/tenants/lab.token",
+                 "/etc/pvesan/secret.key", "/var/lib/pvesan/state.db", "/var/lib/pvesan/state.db-wal"):
         f = host.file(path)
         assert f.exists and f.mode == 0o600 and f.user == "root"
     token = host.file("/etc/pvesan/admin.token").content_string.strip()
@@ -88,3 +90,27 @@ def test_initiator_name_set(host):
     if "pve_nodes" not in groups(host):
         return
     assert "InitiatorName=iqn." in host.file("/etc/iscsi/initiatorname.iscsi").content_string
+
+
+def test_cluster_tenant_is_secure_by_default(host):
+    """The lab's tenant has generated CHAP credentials and, as its initiator ACL, exactly the
+    initiator names of the cluster's nodes (what the volume_service role read from them); an
+    initiator not on it discovers none of its targets."""
+    if "storage_hosts" not in groups(host):
+        return
+    tenant = json.loads(host.check_output("pvesan --config /etc/pvesan/client.toml --json tenant show lab"))
+    names = set()
+    for node in RUNNER.get_hosts("pve_nodes"):
+        text = testinfra.get_host("podman://" + node).file("/etc/iscsi/initiatorname.iscsi").content_string
+        names |= {line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("InitiatorName=")}
+    assert sorted(tenant["initiators"]) == sorted(names) and len(names) == 2  # one name per node
+    assert tenant["chap"]["user"].startswith("pvesan-") and tenant["chap"]["password"]
+    cli = "pvesan --config /etc/pvesan/client.toml --tenant lab --json volume "
+    vol = json.loads(host.check_output(cli + "create vm-999-disk-0 8M"))
+    try:
+        seen_by_node = host.check_output("iscsi-ls -i %s iscsi://10.89.1.10:3260" % sorted(names)[0])
+        seen_by_stranger = host.run("iscsi-ls -i iqn.2026-11.org.example:stranger iscsi://10.89.1.10:3260").stdout
+        assert vol["export"]["iqn"] in seen_by_node and vol["export"]["iqn"] not in seen_by_stranger
+        assert "lab" not in vol["export"]["iqn"].split(":", 1)[1]  # the IQN names no tenant
+    finally:
+        host.check_output(cli + "delete vm-999-disk-0")

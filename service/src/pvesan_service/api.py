@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .backends.base import BackendError, NotFound as BackendNotFound, NotSupported
+from . import chap as chaps
 from .core import Principal, Service
 from .errors import ServiceError
 from .reconciler import reconcile
@@ -40,8 +41,9 @@ Tag = Annotated[str, StringConstraints(pattern=TAG)]
 Initiator = Annotated[str, StringConstraints(pattern=INITIATOR)]
 SizeStr = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{1,16}[KMGTPkmgtp]?(iB|IB|B|b)?$")]
 Size = Union[Annotated[StrictInt, Field(ge=1, le=MAX_SIZE)], SizeStr]
-ChapUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,64}$")]
-ChapSecret = Annotated[str, StringConstraints(pattern=r"^[!-~]{12,128}$")]
+ChapUser = Annotated[str, StringConstraints(pattern=chaps.USER_RE.pattern)]
+ChapSecret = Annotated[str, StringConstraints(pattern=chaps.SECRET_RE.pattern)]
+SECRET_DOC = "12-128 printable characters without spaces or commas; omit it for a generated one"
 
 
 class Strict(BaseModel):
@@ -49,13 +51,13 @@ class Strict(BaseModel):
 
 
 class MutualChapIn(Strict):
-    user: ChapUser
-    password: ChapSecret = Field(description="12-128 printable characters, no spaces")
+    user: Optional[ChapUser] = Field(None, description="omit for a generated (or the current) name")
+    password: Optional[ChapSecret] = Field(None, description=SECRET_DOC)
 
 
 class ChapIn(Strict):
-    user: ChapUser
-    password: ChapSecret = Field(description="12-128 printable characters, no spaces")
+    user: Optional[ChapUser] = Field(None, description="a name no other tenant uses; omit for a generated (or the current) one")
+    password: Optional[ChapSecret] = Field(None, description=SECRET_DOC)
     mutual: Optional[MutualChapIn] = Field(None, description="credentials the target shows the initiator (mutual CHAP)")
 
 
@@ -63,10 +65,14 @@ def _tags(default=None, desc="tags"):
     return Field(default, max_length=32, description=desc)
 
 
+ACL_DOC = "IQNs or IP addresses allowed to log in and to discover the targets; [\"ALL\"]: any initiator, []: none"
+
+
 class TenantCreate(Strict):
     name: str = Name
-    chap: Optional[ChapIn] = Field(None, description="CHAP credentials used by every volume of the tenant")
-    initiators: list[Initiator] = Field(default_factory=list, max_length=256, description="default initiator ACL (IQNs or IPs)")
+    chap: Optional[ChapIn] = Field(default_factory=dict, description="CHAP credentials used by every volume of the "
+                                   "tenant; omitted: generated ones, null: no CHAP")
+    initiators: list[Initiator] = Field(default_factory=list, max_length=256, description="default initiator ACL: " + ACL_DOC)
     quota_bytes: Optional[int] = Field(None, ge=0, le=MAX_SIZE)
 
 
@@ -112,8 +118,8 @@ class VolumeCreate(Strict):
     query_include: list[Tag] = _tags([], "the pool must carry all these tags")
     query_exclude: list[Tag] = _tags([], "the pool must carry none of these tags")
     tags: list[Tag] = _tags([])
-    initiators: Optional[list[Initiator]] = Field(None, max_length=256, description="initiator ACL; omit to use the tenant's")
-    chap: Optional[ChapIn] = Field(None, description="per-volume CHAP; omit to use the tenant's")
+    initiators: Optional[list[Initiator]] = Field(None, max_length=256, description="initiator ACL (" + ACL_DOC + "); omit to use the tenant's")
+    chap: Optional[ChapIn] = Field(None, description="per-volume CHAP ({}: generated); omit to use the tenant's")
 
 
 class VolumeUpdate(Strict):
@@ -143,12 +149,12 @@ class CloneCreate(Strict):
 # ---------------------------------------------------------------- response shapes (for the spec)
 class MutualChapOut(BaseModel):
     user: str
-    password: str
+    password: Optional[str] = Field(description="null for read-only tokens")
 
 
 class ChapOut(BaseModel):
     user: str
-    password: str
+    password: Optional[str] = Field(description="null for read-only tokens")
     mutual: Optional[MutualChapOut] = None
 
 
@@ -169,6 +175,7 @@ class VolumeOut(BaseModel):
     pool: str
     service_type: Optional[str]
     size: int
+    allocated: Optional[int] = Field(description="bytes the volume's data takes in its pool; null when the pool cannot tell")
     thin: bool
     block_size: int
     vmid: Optional[int]
@@ -250,15 +257,38 @@ class Error(BaseModel):
 ERRORS = {c: {"model": Error} for c in (400, 401, 403, 404, 409, 422, 503)}
 
 
+def _links(params: dict, *operations: str) -> dict:
+    """OpenAPI links from a create's answer to the operations on the new object (operation ids are
+    the handlers' names): clients and stateful fuzzers follow them."""
+    return {"links": {op: {"operationId": op, "parameters": params} for op in operations}}
+
+
+VOLUME_LINKS = _links({"name": "$response.body#/name", "query.tenant": "$response.body#/tenant"},
+                      "get_volume", "update_volume", "resize_volume", "rename_volume", "delete_volume", "clone_volume",
+                      "create_snapshot", "list_snapshots")
+SNAPSHOT_LINKS = _links({"name": "$response.body#/volume", "snapshot": "$response.body#/name"},
+                        "delete_snapshot", "rollback_snapshot")
+
+
 def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
     app = FastAPI(title="pvesan volume service", version=__version__,
                   description="Thin volumes, snapshots and clones exported over iSCSI (one target per volume, LUN 1).",
-                  responses=ERRORS)
+                  responses=ERRORS, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
     bearer = HTTPBearer(auto_error=False, description="a tenant or admin token")
 
     def J(data, status: int = 200) -> Response:
         return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
+
+    def private(p: Principal, data):
+        """Read-only tokens see CHAP names, never secrets (a secret is iSCSI write access)."""
+        return chaps.redact(data) if p.readonly else data
+
+    def chap_arg(chap):
+        """A request's CHAP as the core takes it: None (no CHAP) or a dict of what was given."""
+        if chap is None or isinstance(chap, dict):
+            return chap
+        return chap.model_dump()
 
     # ------------------------------------------------------------ errors: always 4xx/503 with a reason
     @app.exception_handler(ServiceError)
@@ -351,24 +381,27 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return J(reconcile(service, "api"))
 
     # ------------------------------------------------------------ tenants
-    @app.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut)
+    @app.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_tenant", "update_tenant", "delete_tenant")})
     def create_tenant(body: TenantCreate, _p: Principal = Depends(admin_writer)):
-        return J(service.create_tenant(body.name, body.chap.model_dump() if body.chap else None, body.initiators,
+        return J(service.create_tenant(body.name, chap_arg(body.chap), body.initiators,
                                        body.quota_bytes), 201)
 
     @app.get("/api/v1/tenants", tags=["tenants"], response_model=list[TenantOut])
-    def list_tenants(_p: Principal = Depends(admin)):
-        return J(service.list_tenants())
+    def list_tenants(p: Principal = Depends(admin)):
+        return J(private(p, service.list_tenants()))
 
     @app.get("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
     def get_tenant(name: str, p: Principal = Depends(principal)):
         if not p.admin and name != p.tenant:
             return J({"detail": "tenant %r not found" % name}, 404)
-        return J(service.get_tenant(name))
+        return J(private(p, service.get_tenant(name)))
 
     @app.patch("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
     def update_tenant(name: str, body: TenantUpdate, _p: Principal = Depends(admin_writer)):
         changes = body.model_dump(include=body.model_fields_set)
+        if "chap" in changes:
+            changes["chap"] = chap_arg(body.chap)
         return J(service.update_tenant(name, changes))
 
     @app.delete("/api/v1/tenants/{name}", tags=["tenants"], status_code=204)
@@ -377,7 +410,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ tokens
-    @app.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenOut)
+    @app.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenOut,
+              responses={201: _links({"token_id": "$response.body#/id"}, "revoke_token")})
     def create_token(body: TokenCreate, p: Principal = Depends(writer)):
         return J(service.create_token(p, body.name, body.tenant, body.readonly), 201)
 
@@ -391,7 +425,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ pools
-    @app.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut)
+    @app.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_pool", "update_pool", "delete_pool")})
     def create_pool(body: PoolCreate, _p: Principal = Depends(admin_writer)):
         return J(service.create_pool(body.name, body.kind, body.options, body.tags), 201)
 
@@ -413,7 +448,8 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------ service types
-    @app.post("/api/v1/service-types", tags=["service types"], status_code=201, response_model=ServiceTypeOut)
+    @app.post("/api/v1/service-types", tags=["service types"], status_code=201, response_model=ServiceTypeOut,
+              responses={201: _links({"name": "$response.body#/name"}, "get_service_type", "delete_service_type")})
     def create_service_type(body: ServiceTypeCreate, _p: Principal = Depends(admin_writer)):
         return J(service.create_service_type(body.name, body.description, body.pool_tags, body.block_size, body.thin,
                                              body.chap, body.default), 201)
@@ -433,11 +469,11 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
 
     # ------------------------------------------------------------ volumes
     @app.post("/api/v1/volumes", tags=["volumes"], status_code=201, response_model=VolumeOut,
-              responses={200: {"model": VolumeOut, "description": "the same volume already existed"}})
+              responses={201: VOLUME_LINKS, 200: {"model": VolumeOut, "description": "the same volume already existed", **VOLUME_LINKS}})
     def create_volume(body: VolumeCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         vol, created = service.create_volume(
             service.scope(p, tenant), body.name, body.size, body.service_type, body.query_include, body.query_exclude,
-            body.tags, body.initiators, body.chap.model_dump() if body.chap else None)
+            body.tags, body.initiators, chap_arg(body.chap))
         return J(vol, 201 if created else 200)
 
     @app.get("/api/v1/volumes", tags=["volumes"], response_model=list[Union[VolumeOut, VolumeSummary]])
@@ -448,17 +484,19 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
                      detail: bool = Query(False, description="full volume objects (with export) instead of summaries")):
         scope = service.scope(p, tenant)
         if detail:
-            return J(service.list_volumes(scope, prefix, vmid, tag, True))
+            return J(private(p, service.list_volumes(scope, prefix, vmid, tag, True)))
         # summaries: the database writes the JSON (thousands of volumes, no per-item Python work)
         return Response(service.list_volumes_json(scope, prefix, vmid, tag), media_type="application/json")
 
     @app.get("/api/v1/volumes/{name}", tags=["volumes"], response_model=VolumeOut)
     def get_volume(name: str, p: Principal = Depends(principal), tenant: Optional[str] = TenantQ):
-        return J(service.get_volume(service.scope(p, tenant), name))
+        return J(private(p, service.get_volume(service.scope(p, tenant), name)))
 
     @app.patch("/api/v1/volumes/{name}", tags=["volumes"], response_model=VolumeOut)
     def update_volume(name: str, body: VolumeUpdate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         changes = body.model_dump(include=body.model_fields_set)
+        if "chap" in changes:
+            changes["chap"] = chap_arg(body.chap)
         return J(service.update_volume(service.scope(p, tenant), name, changes))
 
     @app.post("/api/v1/volumes/{name}/resize", tags=["volumes"], response_model=VolumeOut)
@@ -476,14 +514,14 @@ def create_app(service: Service, *, metrics_public: bool = False) -> FastAPI:
         return Response(status_code=204)
 
     @app.post("/api/v1/volumes/{name}/clone", tags=["volumes"], status_code=201, response_model=VolumeOut,
-              responses={200: {"model": VolumeOut, "description": "the same clone already existed"}})
+              responses={201: VOLUME_LINKS, 200: {"model": VolumeOut, "description": "the same clone already existed", **VOLUME_LINKS}})
     def clone_volume(name: str, body: CloneCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         vol, created = service.clone_volume(service.scope(p, tenant), name, body.name, body.snapshot, body.tags)
         return J(vol, 201 if created else 200)
 
     # ------------------------------------------------------------ snapshots
     @app.post("/api/v1/volumes/{name}/snapshots", tags=["snapshots"], status_code=201, response_model=SnapshotOut,
-              responses={200: {"model": SnapshotOut, "description": "the snapshot already existed"}})
+              responses={201: SNAPSHOT_LINKS, 200: {"model": SnapshotOut, "description": "the snapshot already existed", **SNAPSHOT_LINKS}})
     def create_snapshot(name: str, body: SnapshotCreate, p: Principal = Depends(writer), tenant: Optional[str] = TenantQ):
         snap, created = service.create_snapshot(service.scope(p, tenant), name, body.name)
         return J(snap, 201 if created else 200)

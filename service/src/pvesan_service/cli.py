@@ -25,7 +25,8 @@ import urllib.request
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_CONNECT, EXIT_SERVER, EXIT_INVALID = range(9)
 DEFAULT_CONFIGS = ("~/.config/pvesan/client.toml", "/etc/pvesan/client.toml")
 ENV = {"api_url": "PVESAN_API_URL", "token": "PVESAN_TOKEN", "token_file": "PVESAN_TOKEN_FILE", "ca": "PVESAN_CA",
-       "ssl_verify": "PVESAN_SSL_VERIFY", "tenant": "PVESAN_TENANT", "timeout": "PVESAN_TIMEOUT"}
+       "ssl_verify": "PVESAN_SSL_VERIFY", "tenant": "PVESAN_TENANT", "timeout": "PVESAN_TIMEOUT",
+       "insecure_http": "PVESAN_INSECURE_HTTP"}
 
 
 class CliError(Exception):
@@ -42,12 +43,12 @@ def _bool(value) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise CliError("invalid boolean %r for ssl_verify (use 1 or 0)" % value, EXIT_USAGE)
+    raise CliError("invalid boolean %r (use 1 or 0)" % value, EXIT_USAGE)
 
 
 def load_settings(args) -> dict:
     settings = {"api_url": None, "token": None, "token_file": None, "ca": None, "ssl_verify": True, "tenant": None,
-                "timeout": 30}
+                "timeout": 30, "insecure_http": False}
     path = args.config or os.environ.get("PVESAN_CONFIG")
     if not path:
         path = next((os.path.expanduser(p) for p in DEFAULT_CONFIGS if os.path.exists(os.path.expanduser(p))), None)
@@ -72,7 +73,10 @@ def load_settings(args) -> dict:
             settings[key] = getattr(args, key)
     if args.insecure:
         settings["ssl_verify"] = False
+    if args.insecure_http:
+        settings["insecure_http"] = True
     settings["ssl_verify"] = _bool(settings["ssl_verify"])
+    settings["insecure_http"] = _bool(settings["insecure_http"])
     if settings["token_file"] and not os.environ.get("PVESAN_TOKEN"):
         try:
             with open(settings["token_file"], encoding="utf-8") as fh:
@@ -81,6 +85,11 @@ def load_settings(args) -> dict:
             raise CliError("cannot read token file %s: %s" % (settings["token_file"], exc.strerror), EXIT_USAGE) from None
     if not settings["api_url"]:
         raise CliError("no API URL: set --api-url, PVESAN_API_URL or api_url in the config file", EXIT_USAGE)
+    scheme = urllib.parse.urlsplit(settings["api_url"]).scheme
+    if scheme != "https" and not (scheme == "http" and settings["insecure_http"]):
+        # checked before anything is sent: the bearer token never travels in clear by mistake
+        raise CliError("refusing to send the API token to %s: use an https:// URL (plain http:// only with "
+                       "--insecure-http, for a lab)" % settings["api_url"], EXIT_USAGE)
     if not settings["token"]:
         raise CliError("no token: set PVESAN_TOKEN, --token-file or token/token_file in the config file", EXIT_USAGE)
     try:
@@ -88,6 +97,13 @@ def load_settings(args) -> dict:
     except ValueError:
         raise CliError("timeout must be a number of seconds", EXIT_USAGE) from None
     return settings
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header along, to any host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 class Client:
@@ -118,8 +134,9 @@ class Client:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=self.ctx))
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as resp:
+            with opener.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise _http_error(exc) from None
@@ -138,6 +155,9 @@ def _http_error(exc) -> CliError:
     if isinstance(detail, list):  # validation errors: "field: message" each
         detail = "; ".join("%s: %s" % (".".join(str(x) for x in d.get("loc", [])[1:]) or "request", d.get("msg")) for d in detail)
     message = detail or exc.reason or "HTTP %d" % status
+    if 300 <= status < 400:
+        message = "the server answered with a redirect (HTTP %d to %s): not followed, the token goes only to the " \
+                  "configured API URL" % (status, exc.headers.get("Location"))
     code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_INVALID, 422: EXIT_INVALID}.get(
         status, EXIT_SERVER if status >= 500 else EXIT_ERROR)
     return CliError(message, code, status)
@@ -173,18 +193,16 @@ def _tags(values) -> list:
     return [x for v in (values or []) for x in v.split(",") if x]
 
 
-def _chap(a, prefix="") -> dict | None:
-    user, password = getattr(a, prefix + "chap_user"), getattr(a, prefix + "chap_password")
-    if not user and not password:
-        return None
-    if not (user and password):
-        raise CliError("give both --chap-user and --chap-password", EXIT_USAGE)
-    chap = {"user": user, "password": password}
-    if a.mutual_user or a.mutual_password:
-        if not (a.mutual_user and a.mutual_password):
-            raise CliError("give both --mutual-user and --mutual-password", EXIT_USAGE)
-        chap["mutual"] = {"user": a.mutual_user, "password": a.mutual_password}
-    return chap
+def _chap(a) -> dict | None:
+    """The CHAP of a request from the --chap-* and --mutual-* options (None when none is given);
+    what is left out the service generates (a user keeps its name when only the secret is new)."""
+    chap = {k: v for k, v in (("user", a.chap_user), ("password", a.chap_password)) if v}
+    mutual = {k: v for k, v in (("user", getattr(a, "mutual_user", None)), ("password", getattr(a, "mutual_password", None))) if v}
+    if mutual or getattr(a, "mutual_chap", False):
+        chap["mutual"] = mutual
+    if getattr(a, "rotate_chap", False) or chap:
+        return chap
+    return None
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -205,9 +223,10 @@ def run(a, c: Client):
         body = {"name": a.name, "initiators": _tags(a.initiator)}
         if a.quota:
             body["quota_bytes"] = _size_bytes(a.quota)
-        chap = _chap(a)
-        if chap:
-            body["chap"] = chap
+        if a.no_chap:
+            body["chap"] = None  # otherwise the service generates the tenant's credentials
+        elif _chap(a) is not None:
+            body["chap"] = _chap(a)
         return c.call("POST", "/api/v1/tenants", body)
     if cmd == ("tenant", "list"):
         return c.call("GET", "/api/v1/tenants")
@@ -221,7 +240,7 @@ def run(a, c: Client):
             body["quota_bytes"] = None if a.quota == "none" else _size_bytes(a.quota)
         if a.no_chap:
             body["chap"] = None
-        elif _chap(a):
+        elif _chap(a) is not None:
             body["chap"] = _chap(a)
         return c.call("PATCH", "/api/v1/tenants/" + q(a.name), body)
     if cmd == ("tenant", "delete"):
@@ -285,7 +304,7 @@ def run(a, c: Client):
             body["initiators"] = _tags(a.initiator)
         if a.tenant_chap:
             body["chap"] = None
-        elif _chap(a):
+        elif _chap(a) is not None:
             body["chap"] = _chap(a)
         return c.call("PATCH", v + q(a.name), body)
     if cmd == ("volume", "delete"):
@@ -321,16 +340,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--token-file", dest="token_file", help="file holding the API token (or PVESAN_TOKEN)")
     ap.add_argument("--ca", help="CA bundle that signed the server certificate")
     ap.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    ap.add_argument("--insecure-http", dest="insecure_http", action="store_true",
+                    help="allow a plain http:// API URL (sends the token in clear: labs only)")
     ap.add_argument("--tenant", help="tenant to act on (admin tokens)")
     ap.add_argument("--timeout", type=float, help="seconds per request (default 30)")
     sub = ap.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    def chap_opts(p, mutual=True):
-        p.add_argument("--chap-user")
-        p.add_argument("--chap-password")
-        if mutual:
-            p.add_argument("--mutual-user")
-            p.add_argument("--mutual-password")
+    def chap_opts(p, rotate=False):
+        p.add_argument("--chap-user", help="CHAP name (no other tenant may use it); left out: generated")
+        p.add_argument("--chap-password", help="CHAP secret; left out: generated (prefer that: it never is on a command line)")
+        p.add_argument("--mutual-chap", action="store_true", help="mutual CHAP with generated credentials")
+        p.add_argument("--mutual-user")
+        p.add_argument("--mutual-password")
+        if rotate:
+            p.add_argument("--rotate-chap", action="store_true", help="a new generated CHAP secret (same user)")
 
     s = sub.add_parser("status", help="capacity of the pools (and of the tenant)")
     s.add_argument("--service-type")
@@ -341,10 +364,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", help="make the target match the database now (admin)")
 
     g = sub.add_parser("tenant", help="tenants (admin)").add_subparsers(dest="action", required=True)
-    p = g.add_parser("create")
+    p = g.add_parser("create", help="a tenant with generated CHAP credentials; its initiators may log in (ALL: any)")
     p.add_argument("name")
-    p.add_argument("--initiator", action="append", help="default initiator ACL entry (repeat)")
+    p.add_argument("--initiator", action="append", help="initiator IQN or address allowed to log in (repeat; ALL: any)")
     p.add_argument("--quota", help="e.g. 10T")
+    p.add_argument("--no-chap", action="store_true", help="no CHAP (volumes then rely on the initiator ACL alone)")
     chap_opts(p)
     g.add_parser("list")
     g.add_parser("show").add_argument("name")
@@ -353,7 +377,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--initiator", action="append")
     p.add_argument("--quota", help="size or 'none'")
     p.add_argument("--no-chap", action="store_true", help="remove the tenant's CHAP")
-    chap_opts(p)
+    chap_opts(p, rotate=True)
     g.add_parser("delete").add_argument("name")
 
     g = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
@@ -418,7 +442,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--initiator", action="append")
     p.add_argument("--tenant-initiators", action="store_true", help="use the tenant's initiator ACL")
     p.add_argument("--tenant-chap", action="store_true", help="use the tenant's CHAP")
-    chap_opts(p)
+    chap_opts(p, rotate=True)
     p = g.add_parser("delete")
     p.add_argument("name")
     p.add_argument("--cascade", action="store_true", help="also delete dependent clones")

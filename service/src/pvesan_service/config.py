@@ -1,8 +1,11 @@
 """Server configuration: a YAML or TOML file (by extension), a few environment overrides."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
+
+from .http_guard import Limits
 
 DEFAULTS: dict[str, Any] = {
     "listen": "0.0.0.0:8443",
@@ -13,6 +16,9 @@ DEFAULTS: dict[str, Any] = {
     "sqlite_synchronous": "FULL",
     "admin_token": None,
     "admin_token_file": None,
+    # CHAP secrets are sealed in the database with this key (created 0600 when missing); keep it
+    # apart from the database, back it up with it, and give every head of an HA pair the same one
+    "secret_key_file": "/etc/pvesan/secret.key",
     "iqn_prefix": "iqn.2026-11.org.pvesan",
     "portals": ["127.0.0.1:3260"],
     "target": {"driver": "tgt"},
@@ -26,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "log_target": "stdout",  # stdout | journald
     "log_level": "info",
     "access_log": True,
+    # bounds per HTTP client (http_guard.Limits): request_timeout, keepalive_timeout,
+    # tls_handshake_timeout (seconds), max_connections, max_connections_per_client,
+    # max_header_bytes, max_body_bytes
+    "http": {},
 }
 ENV = {"PVESAN_DATABASE": "database", "PVESAN_ADMIN_TOKEN": "admin_token", "PVESAN_LISTEN": "listen"}
 
@@ -78,4 +88,16 @@ def load(path: str | None) -> dict[str, Any]:
         raise ConfigError("admin_token is too short: use at least 24 random characters")
     if not isinstance(cfg["target"], dict) or "driver" not in cfg["target"]:
         raise ConfigError("target must be a mapping with a driver (tgt or lio)")
+    cfg["http_limits"] = _http_limits(cfg["http"])
     return cfg
+
+
+def _http_limits(values) -> Limits:
+    known = {f.name: f.type for f in dataclasses.fields(Limits)}
+    if not isinstance(values, dict) or set(values) - set(known):
+        raise ConfigError("http must be a mapping of %s" % ", ".join(sorted(known)))
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                or (known[key] == "int" and not isinstance(value, int)):
+            raise ConfigError("http.%s must be a positive %s, not %r" % (key, "integer" if known[key] == "int" else "number", value))
+    return Limits(**values)

@@ -21,13 +21,15 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
+from . import chap as chaps
 from .backends.base import VolumeBackend, make_backend
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from .metrics import Metrics
-from .store import Store, UniqueViolation, now
-from .targets.base import DATA_LUN, Chap, Export, TargetDriver
+from .secretbox import SecretBox, SecretBoxError
+from .store import Store, StoreError, UniqueViolation, now
+from .targets.base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetNotRunning
 from .units import align_size, check_name, check_snap_name, parse_size, vmid_of
 
 log = logging.getLogger("pvesan.core")
@@ -86,9 +88,12 @@ class KeyedLocks:
 class Service:
     def __init__(self, store: Store, target: TargetDriver, *, iqn_prefix: str = "iqn.2026-11.org.pvesan",
                  portals: Optional[list[str]] = None, admin_token: Optional[str] = None,
-                 capacity_ttl: float = 2.0,
+                 capacity_ttl: float = 2.0, secret_box: Optional[SecretBox] = None,
                  backend_factory: Callable[..., VolumeBackend] = make_backend):
         self.store = store
+        # CHAP secrets are sealed with it in the database (a throw-away key unless one is given:
+        # pvesan-service passes the key of its secret_key_file)
+        self.box = secret_box or SecretBox.generate()
         self.target = target
         self.iqn_prefix = iqn_prefix
         self.portals = list(portals or ["127.0.0.1:3260"])
@@ -106,6 +111,68 @@ class Service:
         self._auth_cache: dict[str, tuple[float, Principal]] = {}
         self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pvesan-commit")
         self.metrics = Metrics(self)
+        self.instance_id = self._prepare_meta()
+        self.upgrade_legacy_rows()
+
+    def _acl(self, initiators: list) -> list:
+        """An initiator ACL as stored: without duplicates, just ["ALL"] when it lets anyone in, and
+        refused (422) when the target driver could not enforce it."""
+        acl = [ALL_INITIATORS] if ALL_INITIATORS in initiators else list(dict.fromkeys(initiators))
+        problem = self.target.acl_problem(acl)
+        if problem:
+            raise Invalid(problem)
+        return acl
+
+    # ---------------------------------------------------------------- database identity and key
+    def _prepare_meta(self) -> str:
+        """Check that the database's secrets open with our key (a check value sealed with it is
+        kept beside them) and return the database's instance id (made once: it identifies this
+        storage across restarts and failovers)."""
+        with self.store.tx() as t:
+            for key, value in (("instance_id", secrets.token_hex(16)), ("key_check", self.box.key_check())):
+                t.execute("INSERT INTO service_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            meta = {r["key"]: r["value"] for r in t.execute("SELECT key, value FROM service_meta").all()}
+        try:
+            self.box.verify(meta["key_check"])
+        except SecretBoxError as exc:
+            raise StoreError("the database's secrets were sealed with another key: %s" % exc) from None
+        return meta["instance_id"]
+
+    def upgrade_legacy_rows(self) -> None:
+        """Bring rows of releases before schema 2 up to date (once; cheap when there is nothing):
+        store the IQNs they were exported under (they never change), and move plaintext CHAP
+        credentials into sealed accounts.  A CHAP name that several tenants shared (the takeover
+        this schema prevents) stays with the tenant that used it first; the others get generated
+        credentials, and a warning says which volumes changed."""
+        with self.store.tx() as t:
+            t.execute("UPDATE volumes SET iqn = ? || (SELECT replace(name, '_', '-') FROM tenants WHERE tenants.id = volumes.tenant_id) "
+                      "|| '.' || id WHERE iqn IS NULL", (self.iqn_prefix + ":",))
+            tenants = t.execute("SELECT id, name, chap FROM tenants WHERE chap IS NOT NULL ORDER BY created_at, id").all()
+            volumes = t.execute("SELECT v.id, v.name, v.tenant_id, v.chap, t.name AS tenant FROM volumes v JOIN tenants t "
+                                "ON t.id = v.tenant_id WHERE v.chap IS NOT NULL ORDER BY v.created_at, v.id").all()
+            for kind, row in [("tenant", r) for r in tenants] + [("volume", r) for r in volumes]:
+                old = _unj(row["chap"])
+                mutual = old.get("mutual") or {}
+                cred = Chap(old["user"], old["password"], mutual.get("user"), mutual.get("password"))
+                try:
+                    chaps.validate(cred)
+                    chaps.claim(t, self.box, row["tenant_id"] if kind == "volume" else row["id"], cred)
+                except (Conflict, Invalid) as exc:
+                    cred = chaps.resolve({"mutual": {}} if cred.mutual_user else {})
+                    chaps.claim(t, self.box, row["tenant_id"] if kind == "volume" else row["id"], cred)
+                    log.warning("%s %s: its CHAP credentials could not be kept (%s); it got generated ones: "
+                                "update the initiators", kind, row["name"] if kind == "tenant" else "%s/%s" % (row["tenant"], row["name"]),
+                                exc.message)
+                if kind == "tenant":
+                    t.execute("UPDATE tenants SET chap = NULL, chap_user = ?, chap_mutual_user = ? WHERE id = ?",
+                              (cred.user, cred.mutual_user, row["id"]))
+                else:
+                    t.execute("UPDATE volumes SET chap = NULL, chap_user = ?, chap_mutual_user = ? WHERE id = ?",
+                              (cred.user, cred.mutual_user, row["id"]))
+            if tenants:
+                t.execute("UPDATE volumes SET chap_user = (SELECT chap_user FROM tenants WHERE tenants.id = volumes.tenant_id), "
+                          "chap_mutual_user = (SELECT chap_mutual_user FROM tenants WHERE tenants.id = volumes.tenant_id) "
+                          "WHERE chap_source = 'tenant'")
 
     # ---------------------------------------------------------------- auth / principals
     def authenticate(self, token: Optional[str]) -> Principal:
@@ -159,72 +226,103 @@ class Service:
         return self._tenant_row(tenant)
 
     # ---------------------------------------------------------------- tenants
+    _TENANT_SELECT = ("SELECT t.*, ca.secret AS chap_secret, cm.secret AS chap_mutual_secret FROM tenants t "
+                      "LEFT JOIN chap_accounts ca ON ca.username = t.chap_user "
+                      "LEFT JOIN chap_accounts cm ON cm.username = t.chap_mutual_user ")
+
     def _tenant_row(self, name: str) -> dict:
         with self.store.tx() as t:
-            row = t.execute("SELECT * FROM tenants WHERE name = ?", (name,)).one()
+            row = t.execute(self._TENANT_SELECT + "WHERE t.name = ?", (name,)).one()
         if not row:
             raise NotFound("tenant %r not found" % name)
         return row
 
-    @staticmethod
-    def _tenant_out(row: dict) -> dict:
-        chap = _unj(row["chap"])
-        if chap:
-            chap = {"user": chap["user"], "password": chap["password"], "mutual": chap.get("mutual")}
-        return {"name": row["name"], "chap": chap, "initiators": _unj(row["initiators"], []),
-                "quota_bytes": row["quota_bytes"], "created_at": row["created_at"]}
+    def _tenant_chap(self, row: dict) -> Optional[Chap]:
+        return chaps.opened(self.box, row["chap_user"], row["chap_secret"], row["chap_mutual_user"], row["chap_mutual_secret"])
 
-    def create_tenant(self, name: str, chap: Optional[dict] = None, initiators: Optional[list] = None,
+    def _tenant_out(self, row: dict) -> dict:
+        return {"name": row["name"], "chap": chaps.out(self._tenant_chap(row)),
+                "initiators": _unj(row["initiators"], []), "quota_bytes": row["quota_bytes"], "created_at": row["created_at"]}
+
+    def create_tenant(self, name: str, chap: Optional[Mapping] = chaps.GENERATE, initiators: Optional[list] = None,
                       quota_bytes: Optional[int] = None) -> dict:
+        """A new tenant.  Secure by default: generated CHAP credentials unless ``chap`` is None,
+        and no initiator may log in until ``initiators`` names them (``["ALL"]``: any)."""
         with self.metrics.measure("tenant_create"):
             check_name(name, "tenant name")
-            row = {"id": "t-" + secrets.token_hex(8), "name": name, "chap": _j(chap) if chap else None,
-                   "initiators": _j(initiators or []), "quota_bytes": quota_bytes, "created_at": now()}
+            cred = None if chap is None else chaps.resolve(chap)
+            tid = "t-" + secrets.token_hex(8)
             try:
                 with self.store.tx() as t:
-                    t.execute("INSERT INTO tenants (id, name, chap, initiators, quota_bytes, created_at) VALUES (?,?,?,?,?,?)",
-                              (row["id"], name, row["chap"], row["initiators"], quota_bytes, row["created_at"]))
+                    t.execute("INSERT INTO tenants (id, name, initiators, quota_bytes, created_at) VALUES (?,?,?,?,?)",
+                              (tid, name, _j(self._acl(initiators or [])), quota_bytes, now()))
+                    if cred:
+                        chaps.claim(t, self.box, tid, cred)
+                        t.execute("UPDATE tenants SET chap_user = ?, chap_mutual_user = ? WHERE id = ?",
+                                  (cred.user, cred.mutual_user, tid))
             except UniqueViolation:
                 raise Conflict("tenant %r already exists" % name) from None
-            return self._tenant_out(row)
+            return self.get_tenant(name)
 
     def list_tenants(self) -> list[dict]:
         with self.store.tx() as t:
-            return [self._tenant_out(r) for r in t.execute("SELECT * FROM tenants ORDER BY name").all()]
+            rows = t.execute(self._TENANT_SELECT + "ORDER BY t.name").all()
+        return [self._tenant_out(r) for r in rows]
 
     def get_tenant(self, name: str) -> dict:
         return self._tenant_out(self._tenant_row(name))
 
     def update_tenant(self, name: str, changes: dict) -> dict:
-        """Change CHAP, initiators or quota; re-exports the volumes that inherit them."""
+        """Change CHAP, initiators or quota; re-exports the volumes that inherit them.  ``chap``:
+        None removes it, a dict sets it (``{}``: a new generated secret for the same user)."""
         with self.metrics.measure("tenant_update"):
             row = self._tenant_row(name)
-            sets, params = [], []
-            if "chap" in changes:
-                sets.append("chap = ?")
-                params.append(_j(changes["chap"]) if changes["chap"] else None)
+            sets, params, touched = [], [], set()
             if "initiators" in changes:
                 sets.append("initiators = ?")
-                params.append(_j(changes["initiators"] or []))
+                params.append(_j(self._acl(changes["initiators"] or [])))
             if "quota_bytes" in changes:
                 sets.append("quota_bytes = ?")
                 params.append(changes["quota_bytes"])
-            if sets:
-                with self.store.tx() as t:
+            with self.store.tx() as t:
+                if sets:
                     t.execute("UPDATE tenants SET %s WHERE id = ?" % ", ".join(sets), (*params, row["id"]))
-                    if "chap" in changes:
-                        # volumes on tenant CHAP follow it; volumes without CHAP gain it
-                        t.execute("UPDATE volumes SET chap_source = ? WHERE tenant_id = ? AND chap_source IN ('tenant', 'none')",
-                                  ("tenant" if changes["chap"] else "none", row["id"]))
-                    vols = t.execute("SELECT id FROM volumes WHERE tenant_id = ? AND state = 'ready' AND "
-                                     "(chap_source = 'tenant' OR chap_source = 'none' OR initiators IS NULL)",
-                                     (row["id"],)).all()
-                for v in vols:
-                    with self.locks.hold(v["id"]):
-                        vol = self._volume_by_id(v["id"])
-                        if vol and vol["state"] == "ready":
-                            self._export(vol)
+                if "chap" in changes:
+                    old = self._tenant_chap(row)
+                    cred = None if changes["chap"] is None else chaps.resolve(changes["chap"], old)
+                    if cred:
+                        touched.update(chaps.claim(t, self.box, row["id"], cred, rotate=True))
+                    users = (cred.user, cred.mutual_user) if cred else (None, None)
+                    t.execute("UPDATE tenants SET chap_user = ?, chap_mutual_user = ? WHERE id = ?", (*users, row["id"]))
+                    # volumes on tenant CHAP follow it; volumes without CHAP gain it
+                    t.execute("UPDATE volumes SET chap_source = ?, chap_user = ?, chap_mutual_user = ? "
+                              "WHERE tenant_id = ? AND chap_source IN ('tenant', 'none')",
+                              ("tenant" if cred else "none", *users, row["id"]))
+                    if old:
+                        chaps.release(t, (old.user, old.mutual_user))
+                vols = t.execute("SELECT id FROM volumes WHERE tenant_id = ? AND state = 'ready' AND "
+                                 "(chap_source = 'tenant' OR chap_source = 'none' OR initiators IS NULL)",
+                                 (row["id"],)).all()
+                vols += self._volumes_using(t, touched)
+            if "initiators" in changes or "chap" in changes:
+                self._reexport(v["id"] for v in vols)
             return self.get_tenant(name)
+
+    @staticmethod
+    def _volumes_using(t, users) -> list[dict]:
+        """Ready volumes whose credentials include one of ``users`` (their secret was rotated)."""
+        out = []
+        for user in users:
+            out += t.execute("SELECT id FROM volumes WHERE state = 'ready' AND (chap_user = ? OR chap_mutual_user = ?)",
+                             (user, user)).all()
+        return out
+
+    def _reexport(self, vids) -> None:
+        for vid in dict.fromkeys(vids):
+            with self.locks.hold(vid):
+                vol = self._volume_by_id(vid)
+                if vol and vol["state"] == "ready":
+                    self._export(vol)
 
     def delete_tenant(self, name: str) -> None:
         with self.metrics.measure("tenant_delete"):
@@ -234,6 +332,8 @@ class Service:
                 if n:
                     raise Conflict("tenant %r still has %d volume(s): delete them first" % (name, n))
                 t.execute("DELETE FROM tokens WHERE tenant_id = ?", (row["id"],))
+                t.execute("UPDATE tenants SET chap_user = NULL, chap_mutual_user = NULL WHERE id = ?", (row["id"],))
+                t.execute("DELETE FROM chap_accounts WHERE tenant_id = ?", (row["id"],))
                 t.execute("DELETE FROM tenants WHERE id = ?", (row["id"],))
             self._auth_cache.clear()
 
@@ -475,12 +575,16 @@ class Service:
         return max(pools, key=lambda p: self._capacity_of(p)["available"])
 
     # ---------------------------------------------------------------- volumes: helpers
-    def _iqn(self, tenant_name: str, vid: str) -> str:
-        # IQNs allow a-z 0-9 . - : only; the volume id makes it unique, the tenant makes it readable
-        return "%s:%s.%s" % (self.iqn_prefix, tenant_name.replace("_", "-"), vid)
+    def _iqn(self, vid: str) -> str:
+        # the volume id makes it unique and says nothing about the tenant (discovery shows IQNs);
+        # stored with the volume: IQNs of older releases (prefix:tenant.id) never change
+        return "%s:%s" % (self.iqn_prefix, vid)
 
-    _VOL_SELECT = ("SELECT v.*, t.name AS tenant, t.chap AS tenant_chap, t.initiators AS tenant_initiators, "
+    _VOL_SELECT = ("SELECT v.*, t.name AS tenant, t.initiators AS tenant_initiators, "
+                   "ca.secret AS chap_secret, cm.secret AS chap_mutual_secret, "
                    "p.name AS parent, s.name AS parent_snapshot FROM volumes v JOIN tenants t ON t.id = v.tenant_id "
+                   "LEFT JOIN chap_accounts ca ON ca.username = v.chap_user "
+                   "LEFT JOIN chap_accounts cm ON cm.username = v.chap_mutual_user "
                    "LEFT JOIN volumes p ON p.id = v.parent_id LEFT JOIN snapshots s ON s.id = v.parent_snapshot_id ")
 
     def _volume_by_id(self, vid: str) -> Optional[dict]:
@@ -495,19 +599,14 @@ class Service:
         return row
 
     def _chap(self, vol: dict) -> Optional[Chap]:
-        src = vol["chap_source"]
-        data = _unj(vol["tenant_chap"]) if src == "tenant" else _unj(vol["chap"]) if src == "volume" else None
-        if not data:
-            return None
-        mutual = data.get("mutual") or {}
-        return Chap(data["user"], data["password"], mutual.get("user"), mutual.get("password"))
+        return chaps.opened(self.box, vol["chap_user"], vol["chap_secret"], vol["chap_mutual_user"], vol["chap_mutual_secret"])
 
     def _initiators(self, vol: dict) -> list[str]:
         own = _unj(vol["initiators"])
         return own if own is not None else _unj(vol["tenant_initiators"], [])
 
     def export_of(self, vol: dict) -> Export:
-        return Export(iqn=self._iqn(vol["tenant"], vol["id"]), lun=DATA_LUN, backing_path=vol["backing_path"],
+        return Export(iqn=vol["iqn"], lun=DATA_LUN, backing_path=vol["backing_path"],
                       serial=vol["id"][2:], chap=self._chap(vol), initiators=self._initiators(vol),
                       readonly=False, block_size=vol["block_size"])
 
@@ -518,24 +617,30 @@ class Service:
 
     def _unexport(self, iqn: str) -> None:
         with self._tlock:
-            self.target.unexport(iqn)
+            try:
+                self.target.unexport(iqn)
+            except TargetNotRunning:
+                pass  # a target daemon that is not running exports nothing
+
+    def _allocated(self, vol: dict) -> Optional[int]:
+        try:
+            return self.backend(self._pool_by_id(vol["pool_id"])).allocated_bytes(vol["id"])
+        except Exception:  # a pool that cannot tell (or is down) must not break a volume's show
+            return None
 
     def _volume_out(self, vol: dict) -> dict:
-        iqn = self._iqn(vol["tenant"], vol["id"])
-        chap = self._chap(vol)
+        iqn = vol["iqn"]
         return {
             "id": vol["id"], "name": vol["name"], "tenant": vol["tenant"], "pool": self._pool_by_id(vol["pool_id"])["name"],
-            "service_type": vol["service_type"], "size": vol["size"], "thin": bool(vol["thin"]),
-            "block_size": vol["block_size"], "vmid": vol["vmid"], "tags": _unj(vol["tags"], []),
+            "service_type": vol["service_type"], "size": vol["size"], "allocated": self._allocated(vol),
+            "thin": bool(vol["thin"]), "block_size": vol["block_size"], "vmid": vol["vmid"], "tags": _unj(vol["tags"], []),
             "state": vol["state"], "parent": vol["parent"], "parent_snapshot": vol["parent_snapshot"],
             "export": {
                 "iqn": iqn, "lun": DATA_LUN, "portals": self.portals,
                 "urls": ["iscsi://%s/%s/%d" % (portal, iqn, DATA_LUN) for portal in self.portals],
                 "initiators": self._initiators(vol),
                 "wwid": self.target.wwid(vol["id"][2:]),
-                "chap": None if chap is None else {
-                    "user": chap.user, "password": chap.password,
-                    "mutual": {"user": chap.mutual_user, "password": chap.mutual_password} if chap.mutual_user else None},
+                "chap": chaps.out(self._chap(vol)),
             },
             "created_at": vol["created_at"], "updated_at": vol["updated_at"],
         }
@@ -549,11 +654,14 @@ class Service:
                       tags: Optional[list] = None, initiators: Optional[list] = None,
                       chap: Optional[dict] = None) -> tuple[dict, bool]:
         """Create and export a volume; returns (volume, created).  Repeating the same create
-        returns the existing volume (created=False); a different one under the same name is a 409."""
+        returns the existing volume (created=False); a different one under the same name is a 409.
+        CHAP: the request's own (``{}``: generated), else the tenant's, else generated when the
+        service type asks for CHAP."""
         with self.metrics.measure("volume_create"):
             check_name(name, "volume name")
             size = align_size(parse_size(size))
             st = self._resolve_service_type(service_type)
+            own = None if chap is None else chaps.resolve(chap)
             vid = "v-" + secrets.token_hex(8)
             with self.locks.hold(vid):
                 while True:
@@ -561,26 +669,28 @@ class Service:
                     if existing is None:
                         pool = self._pick_pool(st, query_include, query_exclude)
                         tenant_row = self._tenant_row(tenant["name"])
-                        if chap:
-                            chap_source, chap_data = "volume", chap
-                        elif tenant_row["chap"]:
-                            chap_source, chap_data = "tenant", None
-                        elif st["chap"]:
-                            chap_source = "volume"
-                            chap_data = {"user": "pvesan-" + vid[2:], "password": secrets.token_urlsafe(12)[:16]}
+                        if own is None and not tenant_row["chap_user"] and st["chap"]:
+                            own = chaps.resolve(chaps.GENERATE)
+                        if own:
+                            source, users = "volume", (own.user, own.mutual_user)
+                        elif tenant_row["chap_user"]:
+                            source, users = "tenant", (tenant_row["chap_user"], tenant_row["chap_mutual_user"])
                         else:
-                            chap_source, chap_data = "none", None
+                            source, users = "none", (None, None)
                         ts = now()
                         try:
                             with self.store.tx(durable=False) as t:
                                 self._check_quota(t, tenant_row, size)
+                                if own:
+                                    chaps.claim(t, self.box, tenant["id"], own)
                                 t.execute("INSERT INTO volumes (id, tenant_id, name, pool_id, service_type, size, thin, block_size, "
-                                          "vmid, tags, chap, chap_source, initiators, backing_path, state, created_at, updated_at) "
-                                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
+                                          "vmid, tags, chap_source, chap_user, chap_mutual_user, initiators, iqn, backing_path, "
+                                          "state, created_at, updated_at) "
+                                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
                                           (vid, tenant["id"], name, pool["id"], st["name"], size, 1 if st["thin"] else 0,
-                                           st["block_size"], vmid_of(name), _j(tags or []),
-                                           _j(chap_data) if chap_data else None, chap_source,
-                                           None if initiators is None else _j(initiators), self.backend(pool).path(vid), ts, ts))
+                                           st["block_size"], vmid_of(name), _j(tags or []), source, *users,
+                                           None if initiators is None else _j(self._acl(initiators)), self._iqn(vid),
+                                           self.backend(pool).path(vid), ts, ts))
                         except UniqueViolation:
                             continue  # a concurrent create of the same name won: look again
                         break
@@ -591,7 +701,13 @@ class Service:
                         if existing is None or existing["state"] == "creating":
                             continue
                     if existing["state"] == "deleting":
-                        raise Conflict("volume %r is being deleted" % name)
+                        # a delete (or a failed create) that could not finish, e.g. while the target
+                        # daemon was down: finish it now, then create anew
+                        with self.locks.hold(existing["id"]):
+                            fresh = self._volume_by_id(existing["id"])
+                            if fresh and fresh["state"] == "deleting":
+                                self.delete_row_and_storage(fresh)
+                        continue
                     if existing["size"] != size or (service_type and existing["service_type"] != service_type) \
                             or existing["parent_id"] is not None:
                         raise Conflict("volume %r already exists with size %d, service type %s" %
@@ -638,24 +754,22 @@ class Service:
         except BaseException:
             if commit is not None:
                 concurrent.futures.wait([commit])
-            self.undo_create(vid, backend)
+            self.undo_create(vid)
             raise
         return self._volume_out(self._volume_by_id(vid))
 
-    def undo_create(self, vid: str, backend: VolumeBackend) -> None:
-        """Remove a half-made volume: export, backing volume, then the row (kept if cleanup fails,
-        so the reconciler retries)."""
+    def undo_create(self, vid: str) -> None:
+        """Remove a half-made volume as a delete does: the row is marked 'deleting' on disk before
+        anything else (it may have been committed 'ready' meanwhile), so should a step fail the
+        reconciler finishes the delete and never exports it; then export, backing volume, row.
+        A target daemon that is not running holds no export: nothing to remove there."""
         vol = self._volume_by_id(vid)
         if vol is None:
             return
         try:
-            self._unexport(self._iqn(vol["tenant"], vid))
-            backend.delete(vid)
+            self.delete_row_and_storage(vol)
         except Exception as exc:
-            log.error("cleanup of half-created volume %s failed, the reconciler will retry: %s", vid, exc)
-            return
-        with self.store.tx() as t:
-            t.execute("DELETE FROM volumes WHERE id = ?", (vid,))
+            log.error("cleanup of half-created volume %s failed, the reconciler will finish it: %s", vid, exc)
         self._invalidate_usage(vol["tenant_id"])
 
     # ---------------------------------------------------------------- volumes: read
@@ -678,10 +792,10 @@ class Service:
     # json.dumps per volume, so a list of 5,000 summaries is one query and one join of strings
     _SUMMARY_SQLITE = ("json_object('id', v.id, 'name', v.name, 'size', v.size, 'vmid', v.vmid, 'tags', json(v.tags), "
                        "'state', v.state, 'pool', pl.name, 'parent', p.name, 'parent_snapshot', s.name, "
-                       "'iqn', ? || v.id, 'created_at', v.created_at)")
+                       "'iqn', v.iqn, 'created_at', v.created_at)")
     _SUMMARY_PG = ("json_build_object('id', v.id, 'name', v.name, 'size', v.size, 'vmid', v.vmid, 'tags', v.tags::json, "
                    "'state', v.state, 'pool', pl.name, 'parent', p.name, 'parent_snapshot', s.name, "
-                   "'iqn', ?::text || v.id, 'created_at', v.created_at)::text")
+                   "'iqn', v.iqn, 'created_at', v.created_at)::text")
 
     def list_volumes_json(self, tenant: dict, prefix: Optional[str] = None, vmid: Optional[int] = None,
                           tag: Optional[str] = None) -> str:
@@ -691,7 +805,7 @@ class Service:
             rows = t.execute("SELECT " + (self._SUMMARY_PG if self.store.pg else self._SUMMARY_SQLITE) + " AS j "
                              "FROM volumes v LEFT JOIN pools pl ON pl.id = v.pool_id "
                              "LEFT JOIN volumes p ON p.id = v.parent_id LEFT JOIN snapshots s ON s.id = v.parent_snapshot_id"
-                             + where + " ORDER BY v.name", [self._iqn(tenant["name"], "")] + params).rows()
+                             + where + " ORDER BY v.name", params).rows()
         return "[" + ",".join([r["j"] for r in rows]) + "]"
 
     def list_volumes(self, tenant: dict, prefix: Optional[str] = None, vmid: Optional[int] = None,
@@ -704,16 +818,15 @@ class Service:
                 rows = t.execute(self._VOL_SELECT + where + " ORDER BY v.name", params).all()
             return [self._volume_out(r) for r in rows]
         with self.store.tx() as t:
-            rows = t.execute("SELECT v.id, v.name, v.size, v.vmid, v.tags, v.state, v.pool_id, v.created_at, "
+            rows = t.execute("SELECT v.id, v.name, v.size, v.vmid, v.tags, v.state, v.pool_id, v.iqn, v.created_at, "
                              "p.name AS parent, s.name AS parent_snapshot FROM volumes v "
                              "LEFT JOIN volumes p ON p.id = v.parent_id LEFT JOIN snapshots s ON s.id = v.parent_snapshot_id"
                              + where + " ORDER BY v.name", params).rows()
         pools = {p["id"]: p["name"] for p in self._pool_rows()}
-        iqn = self._iqn(tenant["name"], "")
         return [{"id": r["id"], "name": r["name"], "size": r["size"], "vmid": r["vmid"],
                  "tags": [] if r["tags"] == "[]" else json.loads(r["tags"]), "state": r["state"],
                  "pool": pools.get(r["pool_id"]), "parent": r["parent"], "parent_snapshot": r["parent_snapshot"],
-                 "iqn": iqn + r["id"], "created_at": r["created_at"]} for r in rows]
+                 "iqn": r["iqn"], "created_at": r["created_at"]} for r in rows]
 
     def get_volume(self, tenant: dict, name: str) -> dict:
         return self._volume_out(self._volume(tenant, name))
@@ -745,7 +858,7 @@ class Service:
                     with self.store.tx() as t:
                         t.execute("UPDATE volumes SET size = ?, updated_at = ? WHERE id = ?", (new, now(), vol["id"]))
                     with self._tlock:
-                        self.target.refresh_size(self._iqn(vol["tenant"], vol["id"]))
+                        self.target.refresh_size(vol["iqn"])
                     self._invalidate_usage(tenant["id"])
                 return self._volume_out(self._volume_by_id(vol["id"]))
 
@@ -763,29 +876,42 @@ class Service:
                 return self._volume_out(self._volume_by_id(vol["id"]))
 
     def update_volume(self, tenant: dict, name: str, changes: dict) -> dict:
-        """Tags, initiator ACL, per-volume CHAP (``chap: null`` falls back to the tenant's)."""
+        """Tags, initiator ACL, per-volume CHAP (``chap: null`` falls back to the tenant's; a new
+        secret for the volume's own user is a rotation: every volume using that user follows)."""
         with self.metrics.measure("volume_update"):
             with self._locked(tenant, name) as vol:
-                sets, params = [], []
+                sets, params, touched = [], [], set()
                 if "tags" in changes:
                     sets.append("tags = ?")
                     params.append(_j(changes["tags"] or []))
                 if "initiators" in changes:
                     sets.append("initiators = ?")
-                    params.append(None if changes["initiators"] is None else _j(changes["initiators"]))
-                if "chap" in changes:
-                    chap = changes["chap"]
-                    tenant_chap = self._tenant_row(tenant["name"])["chap"]
-                    sets += ["chap = ?", "chap_source = ?"]
-                    params += [_j(chap) if chap else None, "volume" if chap else ("tenant" if tenant_chap else "none")]
-                if sets:
-                    with self.store.tx() as t:
+                    params.append(None if changes["initiators"] is None else _j(self._acl(changes["initiators"])))
+                tenant_row = self._tenant_row(tenant["name"]) if changes.get("chap", 0) is None else None
+                with self.store.tx() as t:
+                    if "chap" in changes:
+                        if changes["chap"] is None:
+                            source = "tenant" if tenant_row["chap_user"] else "none"
+                            users = (tenant_row["chap_user"], tenant_row["chap_mutual_user"])
+                        else:
+                            current = self._chap(vol) if vol["chap_source"] == "volume" else None
+                            cred = chaps.resolve(changes["chap"], current)
+                            touched.update(chaps.claim(t, self.box, tenant["id"], cred, rotate=True))
+                            source, users = "volume", (cred.user, cred.mutual_user)
+                        sets += ["chap_source = ?", "chap_user = ?", "chap_mutual_user = ?"]
+                        params += [source, *users]
+                    if sets:
                         t.execute("UPDATE volumes SET %s, updated_at = ? WHERE id = ?" % ", ".join(sets),
                                   (*params, now(), vol["id"]))
-                    vol = self._volume_by_id(vol["id"])
-                    if "initiators" in changes or "chap" in changes:
-                        self._export(vol)
-                return self._volume_out(vol)
+                    if "chap" in changes:
+                        chaps.release(t, (vol["chap_user"], vol["chap_mutual_user"]))
+                        others = [v["id"] for v in self._volumes_using(t, touched) if v["id"] != vol["id"]]
+                vol = self._volume_by_id(vol["id"])
+                if "initiators" in changes or "chap" in changes:
+                    self._export(vol)
+            if "chap" in changes:
+                self._reexport(others)
+            return self._volume_out(vol)
 
     def delete_volume(self, tenant: dict, name: str, cascade: bool = False) -> None:
         with self.metrics.measure("volume_delete"):
@@ -818,7 +944,7 @@ class Service:
         # volume without export, which the reconciler exports again; data waits for the mark.
         marked = self._committer.submit(mark)
         try:
-            self._unexport(self._iqn(vol["tenant"], vol["id"]))
+            self._unexport(vol["iqn"])
         finally:
             marked.result()
         self.backend(self._pool_by_id(vol["pool_id"])).delete(vol["id"])
@@ -827,6 +953,7 @@ class Service:
             t.execute("UPDATE volumes SET parent_id = NULL, parent_snapshot_id = NULL WHERE parent_id = ?", (vol["id"],))
             t.execute("DELETE FROM snapshots WHERE volume_id = ?", (vol["id"],))
             t.execute("DELETE FROM volumes WHERE id = ?", (vol["id"],))
+            chaps.release(t, (vol["chap_user"], vol["chap_mutual_user"]))
 
     # ---------------------------------------------------------------- snapshots
     @staticmethod
@@ -906,7 +1033,7 @@ class Service:
         with self.metrics.measure("snapshot_rollback"):
             with self._locked(tenant, name) as vol:
                 row = self._snapshot(vol, snap)
-                self._unexport(self._iqn(vol["tenant"], vol["id"]))
+                self._unexport(vol["iqn"])
                 try:
                     self.backend(self._pool_by_id(vol["pool_id"])).snapshot_rollback(vol["id"], row["id"])
                 finally:
@@ -943,13 +1070,15 @@ class Service:
                         with self.store.tx(durable=False) as t:
                             self._check_quota(t, tenant_row, src["size"])
                             t.execute("INSERT INTO volumes (id, tenant_id, name, pool_id, service_type, size, thin, block_size, "
-                                      "vmid, tags, chap, chap_source, initiators, parent_id, parent_snapshot_id, state, "
-                                      "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
+                                      "vmid, tags, chap_source, chap_user, chap_mutual_user, initiators, iqn, parent_id, "
+                                      "parent_snapshot_id, state, created_at, updated_at) "
+                                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'creating',?,?)",
                                       (vid, tenant["id"], new_name, src["pool_id"], src["service_type"], src["size"],
                                        src["thin"], src["block_size"], vmid_of(new_name),
                                        _j(tags if tags is not None else _unj(src["tags"], [])),
-                                       src["chap"] if src["chap_source"] == "volume" else None, src["chap_source"],
-                                       src["initiators"], src["id"], snap_row["id"], ts, ts))
+                                       # the clone uses the origin's credentials (accounts of the same tenant)
+                                       src["chap_source"], src["chap_user"], src["chap_mutual_user"],
+                                       src["initiators"], self._iqn(vid), src["id"], snap_row["id"], ts, ts))
                     except UniqueViolation:
                         raise Conflict("volume %r already exists" % new_name) from None
                     self._invalidate_usage(tenant["id"])
@@ -992,7 +1121,7 @@ class Service:
                 used += cap["used"]
                 avail += cap["available"]
         out = {"pools": pools, "total": total, "used": used, "available": avail, "active": bool(selected),
-               "target_up": self.target_up, "tenant": None}
+               "target_up": self.target_up, "instance_id": self.instance_id, "tenant": None}
         if p.admin and tenant is None:
             return out
         scope = self.scope(p, tenant)

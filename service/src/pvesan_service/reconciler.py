@@ -36,9 +36,8 @@ def reconcile(service, reason: str = "manual") -> dict:
             fresh = s._volume_by_id(vol["id"])
             if not fresh or fresh["state"] not in ("creating", "deleting"):
                 continue
-            backend = s.backend(s._pool_by_id(fresh["pool_id"]))
             if fresh["state"] == "creating":
-                s.undo_create(fresh["id"], backend)
+                s.undo_create(fresh["id"])
                 fixed["undone_creates"] += 1
             else:
                 s.delete_row_and_storage(fresh)
@@ -61,7 +60,7 @@ def reconcile(service, reason: str = "manual") -> dict:
         actual = s.target.list_exports()
     wanted = {}
     for vol in ready:
-        wanted[s._iqn(vol["tenant"], vol["id"])] = vol
+        wanted[vol["iqn"]] = vol
     prefix = s.iqn_prefix + ":"
     for iqn in actual:
         if iqn.startswith(prefix) and iqn not in wanted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -11,6 +12,7 @@ import time
 from . import __version__, config as config_mod
 from .core import Service
 from .reconciler import Reconciler, reconcile
+from .secretbox import SecretBox
 from .store import Store, StoreError
 from .targets.base import make_target_driver
 
@@ -48,6 +50,16 @@ class JournaldHandler(logging.Handler):
             self.handleError(record)
 
 
+class DropQueryString(logging.Filter):
+    """Access log lines without query strings: a token sent by mistake as ?token=... (or any
+    other parameter) stays out of the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            record.args = record.args[:2] + (record.args[2].split("?", 1)[0],) + record.args[3:]
+        return True
+
+
 def setup_logging(cfg: dict) -> None:
     handler = JournaldHandler() if cfg["log_target"] == "journald" else logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if cfg["log_format"] == "json" else
@@ -55,10 +67,14 @@ def setup_logging(cfg: dict) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(str(cfg["log_level"]).upper())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, DropQueryString) for f in access.filters):
+        access.addFilter(DropQueryString())
 
 
 def build(cfg: dict) -> tuple[Service, Reconciler]:
     """Store (migrated), target driver, service with the configured pools and service types."""
+    box = SecretBox.from_file(cfg["secret_key_file"])
     store = Store(cfg["database"], sqlite_synchronous=cfg["sqlite_synchronous"])
     version = store.migrate()
     log.info("database ready (schema version %d)", version)
@@ -67,7 +83,7 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
     tcfg.setdefault("iqn_prefix", cfg["iqn_prefix"] + ":")  # the driver lists only our targets
     target = make_target_driver(driver, **tcfg)
     service = Service(store, target, iqn_prefix=cfg["iqn_prefix"], portals=cfg["portals"],
-                      admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]))
+                      admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]), secret_box=box)
     for pool in cfg["pools"]:
         service.create_pool(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True)
     for st in cfg["service_types"]:
@@ -77,6 +93,8 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
 
 
 def main(argv=None) -> int:
+    # everything the service creates (database, WAL, key file, logs) is its own
+    os.umask(0o077)
     ap = argparse.ArgumentParser(prog="pvesan-service", description="pvesan volume/target service (REST API over HTTPS)")
     ap.add_argument("-c", "--config", default=None, help="YAML or TOML config file (default: built-in defaults + env)")
     ap.add_argument("--check-config", action="store_true", help="validate the config, migrate the database and exit")
@@ -109,11 +127,15 @@ def main(argv=None) -> int:
 
     import uvicorn
     from .api import create_app
+    from .http_guard import protocol
     app = create_app(service, metrics_public=bool(cfg["metrics_public"]))
     log.info("listening on %s:%d (%s)", cfg["host"], cfg["port"], "https" if cfg["tls_cert"] else "http")
+    limits = cfg["http_limits"]
     try:
         uvicorn.run(app, host=cfg["host"], port=cfg["port"], ssl_certfile=cfg["tls_cert"], ssl_keyfile=cfg["tls_key"],
-                    log_config=None, access_log=bool(cfg["access_log"]), timeout_graceful_shutdown=10)
+                    log_config=None, access_log=bool(cfg["access_log"]), timeout_graceful_shutdown=10,
+                    http=protocol(limits), limit_concurrency=limits.max_connections,
+                    timeout_keep_alive=limits.keepalive_timeout)
     finally:
         reconciler.stop()
         service.store.close()

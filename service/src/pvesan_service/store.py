@@ -8,6 +8,7 @@ instances can then share one database).  Plain DB-API with ``?`` placeholders (r
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -91,6 +92,29 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             created_at TEXT NOT NULL,
             UNIQUE (volume_id, name))""",
     ]),
+    (2, "tenant isolation: CHAP accounts unique across tenants with sealed secrets, stored IQNs, explicit ACLs", [
+        # tgtd keeps CHAP accounts in one namespace for all targets: a name belongs to one tenant
+        """CREATE TABLE chap_accounts (
+            username TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id),
+            secret TEXT NOT NULL,
+            created_at TEXT NOT NULL)""",
+        "CREATE INDEX chap_accounts_tenant ON chap_accounts(tenant_id)",
+        "ALTER TABLE tenants ADD COLUMN chap_user TEXT REFERENCES chap_accounts(username)",
+        "ALTER TABLE tenants ADD COLUMN chap_mutual_user TEXT REFERENCES chap_accounts(username)",
+        # the effective credentials of a volume (its own, or its tenant's when chap_source = 'tenant')
+        "ALTER TABLE volumes ADD COLUMN chap_user TEXT REFERENCES chap_accounts(username)",
+        "ALTER TABLE volumes ADD COLUMN chap_mutual_user TEXT REFERENCES chap_accounts(username)",
+        "CREATE INDEX volumes_chap_user ON volumes(chap_user)",
+        "CREATE INDEX volumes_chap_mutual_user ON volumes(chap_mutual_user)",
+        # IQNs are stored: new ones carry no tenant name, old ones never change
+        "ALTER TABLE volumes ADD COLUMN iqn TEXT",
+        "CREATE UNIQUE INDEX volumes_iqn ON volumes(iqn)",
+        # an empty ACL used to mean "any initiator"; it now means none, and "ALL" says any
+        "UPDATE tenants SET initiators = '[\"ALL\"]' WHERE initiators = '[]'",
+        "UPDATE volumes SET initiators = '[\"ALL\"]' WHERE initiators = '[]'",
+        "CREATE TABLE service_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -155,6 +179,7 @@ class Store:
             if not path:
                 raise StoreError("sqlite URL needs a file path, e.g. sqlite:////var/lib/pvesan/state.db")
             self.path = path
+            _private_files(path)
             try:
                 self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             except sqlite3.Error as exc:
@@ -269,6 +294,19 @@ class Store:
         with self.tx() as t:
             row = t.execute("SELECT MAX(version) AS v FROM schema_migrations").one()
         return int(row["v"] or 0)
+
+
+def _private_files(path: str) -> None:
+    """The database holds token hashes and sealed secrets: it and its WAL/shm files are the
+    service's alone (0600), whatever the umask.  SQLite gives the WAL and shm files the mode of
+    the database file, so creating that one 0600 is enough for new files; older ones are fixed."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix) and os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+    except OSError as exc:
+        raise StoreError("cannot create SQLite database %s: %s" % (path, exc.strerror)) from exc
 
 
 def now() -> str:

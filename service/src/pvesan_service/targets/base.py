@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 DATA_LUN = 1
+ALL_INITIATORS = "ALL"  # the ACL entry that lets any initiator in (an empty ACL lets none in)
 
 
 class TargetError(Exception):
     """A target operation failed; the message says what and why."""
+
+
+class TargetNotRunning(TargetError):
+    """The target daemon is not running: it holds no export at all (tgtd keeps nothing across a
+    restart), so removing an export from it is already done."""
 
 
 @dataclass
@@ -39,7 +45,9 @@ class Export:
     backing_path: str
     serial: str
     chap: Optional[Chap] = None
-    initiators: list[str] = field(default_factory=list)  # initiator IQNs or IP addresses/CIDRs; empty = any
+    # initiator IQNs or IP addresses/CIDRs allowed to log in (and to discover the target);
+    # ["ALL"] lets any initiator in, an empty list none
+    initiators: list[str] = field(default_factory=list)
     readonly: bool = False
     block_size: int = 512
 
@@ -60,6 +68,11 @@ class TargetDriver(abc.ABC):
     def wwid(self, serial: str) -> Optional[str]:
         """The WWID initiators see for the LUN of an export with this serial (udev's ID_SERIAL,
         multipath's map name), or None when the driver cannot tell."""
+        return None
+
+    def acl_problem(self, initiators: list[str]) -> Optional[str]:
+        """Why this target cannot enforce the initiator ACL ``initiators``, or None when it can
+        (checked before anything is stored, so a bad entry is the caller's 4xx, not a failed export)."""
         return None
 
     @abc.abstractmethod

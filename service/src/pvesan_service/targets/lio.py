@@ -16,7 +16,7 @@ import threading
 from typing import Optional
 
 from . import lio_rts
-from .base import DATA_LUN, Chap, Export, TargetDriver, TargetError
+from .base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetError
 
 CONFIGFS_TARGET = "/sys/kernel/config/target"
 
@@ -49,12 +49,19 @@ class LioDriver(TargetDriver):
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
         return {"iqn": export.iqn, "luns": [{"lun": export.lun, "path": export.backing_path, "serial": export.serial,
                                              "readonly": export.readonly, "block_size": export.block_size}],
-                "initiators": list(export.initiators), "chap": chap, "mutual_chap": mutual, "portals": self.portals}
+                "initiators": [i for i in export.initiators if i != ALL_INITIATORS],
+                "any_initiator": ALL_INITIATORS in export.initiators, "chap": chap, "mutual_chap": mutual, "portals": self.portals}
 
     def export(self, export: Export) -> None:
         if export.lun != DATA_LUN:
             raise TargetError("exports use LUN %d, not %d" % (DATA_LUN, export.lun))
         self._call("export of %s" % export.iqn, lio_rts.apply_target, self._desired(export))
+
+    def acl_problem(self, initiators: list[str]) -> Optional[str]:
+        addresses = [i for i in initiators if i != ALL_INITIATORS and not i.startswith(("iqn.", "eui.", "naa."))]
+        if addresses:
+            return "the LIO target takes initiator names (iqn./eui./naa.) in ACLs, not addresses: %s" % ", ".join(addresses)
+        return None
 
     def unexport(self, iqn: str) -> None:
         self._call("unexport of %s" % iqn, lio_rts.remove_target, iqn)
@@ -71,7 +78,8 @@ class LioDriver(TargetDriver):
                 mutual = t["mutual_chap"] or {}
                 chap = Chap(t["chap"]["user"], t["chap"]["password"], mutual.get("user"), mutual.get("password"))
             result[iqn] = Export(iqn=iqn, lun=DATA_LUN, backing_path=lun["path"] if lun else "",
-                                 serial=lun["serial"] if lun else "", chap=chap, initiators=list(t["initiators"]),
+                                 serial=lun["serial"] if lun else "", chap=chap,
+                                 initiators=[ALL_INITIATORS] if t["allow_all"] else list(t["initiators"]),
                                  readonly=bool(lun and lun["readonly"]))
         return result
 

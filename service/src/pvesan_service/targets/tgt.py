@@ -21,7 +21,7 @@ import threading
 from typing import Callable, Optional
 
 from . import tgtadm as tgtlib
-from .base import DATA_LUN, Chap, Export, TargetDriver, TargetError
+from .base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetError, TargetNotRunning
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class TgtDriver(TargetDriver):
     def _load(self) -> dict[str, dict]:
         identity = tgtlib.tgtd_identity(self.tgt)
         if identity is None:
-            raise TargetError("tgtd is not running (no management socket %s); start tgtd" % self.tgt.socket_path)
+            raise TargetNotRunning("tgtd is not running (no management socket %s); start tgtd" % self.tgt.socket_path)
         if identity != self._identity:
             self.tgt = self._transport()
         try:
@@ -111,8 +111,9 @@ class TgtDriver(TargetDriver):
             chap = {"user": export.chap.user, "password": export.chap.password}
             if export.chap.mutual_user:
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
-        initiators = list(dict.fromkeys(export.initiators))  # without duplicates, in order
-        return {"iqn": export.iqn, "luns": [lun], "initiators": initiators, "chap": chap, "mutual_chap": mutual}
+        initiators = [i for i in dict.fromkeys(export.initiators) if i != ALL_INITIATORS]  # in order, once
+        return {"iqn": export.iqn, "luns": [lun], "initiators": initiators, "chap": chap, "mutual_chap": mutual,
+                "any_initiator": ALL_INITIATORS in export.initiators}
 
     def _up_to_date(self, have: dict, want: dict) -> bool:
         def lun_key(lun):
@@ -126,7 +127,7 @@ class TgtDriver(TargetDriver):
 
         return ([lun_key(lu) for lu in have["luns"]] == [lun_key(lu) for lu in want["luns"]]
                 and sorted(have["initiators"]) == sorted(want["initiators"])
-                and bool(have.get("allow_all")) == (not want["initiators"])
+                and bool(have.get("allow_all")) == want["any_initiator"]
                 and chap_ok("chap") and chap_ok("mutual_chap"))
 
     # --- TargetDriver --------------------------------------------------------------------------
@@ -163,6 +164,18 @@ class TgtDriver(TargetDriver):
                 self._targets = None  # unknown partial state: re-read next time
                 raise TargetError("export of %s failed: %s%s" % (export.iqn, exc, self._hint(exc))) from exc
             self._remember(export, want, have, apply)
+            if have is not None:
+                self._drop_unused_accounts(have)
+
+    def _drop_unused_accounts(self, old: dict) -> None:
+        """tgtd accounts are global: delete those of ``old`` (a target's former state) that no
+        target uses now, so a name the database gave up is not left behind with its secret."""
+        targets = self._targets or {}
+        for key in ("chap", "mutual_chap"):
+            user = (old.get(key) or {}).get("user")
+            if user and not any((t.get(k) or {}).get("user") == user for t in targets.values() for k in ("chap", "mutual_chap")):
+                self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
+                self._passwords.pop(user, None)
 
     def _hint(self, exc: Exception) -> str:
         if self.bstype == "aio" and "logicalunit --op new" in str(exc) and "invalid request" in str(exc):
@@ -183,7 +196,7 @@ class TgtDriver(TargetDriver):
         self._remember(export, self._desired(export), have, apply)
 
     def _remember(self, export: Export, want: dict, have: Optional[dict], apply: dict) -> None:
-        state = dict(want, tid=have["tid"] if have else apply["tid"], allow_all=not want["initiators"])
+        state = dict(want, tid=have["tid"] if have else apply["tid"], allow_all=want["any_initiator"])
         state["luns"] = [dict(lu) for lu in want["luns"]]
         for key in ("chap", "mutual_chap"):
             if want[key]:
@@ -203,14 +216,11 @@ class TgtDriver(TargetDriver):
             except tgtlib.TgtadmError as exc:
                 if "can't find the target" not in str(exc):
                     self._targets = None
+                    if tgtlib.tgtd_identity(self.tgt) is None:  # died meanwhile: it took the target with it
+                        raise TargetNotRunning("tgtd is not running: %s" % exc) from exc
                     raise TargetError("unexport of %s failed: %s" % (iqn, exc)) from exc
             del targets[iqn]
-            # tgtd accounts are global: drop one when no remaining target uses it.
-            for key in ("chap", "mutual_chap"):
-                user = (have.get(key) or {}).get("user")
-                if user and not any((t.get(key) or {}).get("user") == user for t in targets.values()):
-                    self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
-                    self._passwords.pop(user, None)
+            self._drop_unused_accounts(have)
 
     def list_exports(self) -> dict[str, Export]:
         with self._lock:
@@ -227,7 +237,8 @@ class TgtDriver(TargetDriver):
                 chap = Chap(user=t["chap"]["user"], password=self._passwords.get(t["chap"]["user"]),
                             mutual_user=mutual.get("user"), mutual_password=self._passwords.get(mutual.get("user")))
             result[iqn] = Export(iqn=iqn, lun=DATA_LUN, backing_path=lun["path"] if lun else "",
-                                 serial=lun["serial"] if lun else "", chap=chap, initiators=list(t["initiators"]),
+                                 serial=lun["serial"] if lun else "", chap=chap,
+                                 initiators=([ALL_INITIATORS] if t["allow_all"] else []) + list(t["initiators"]),
                                  readonly=bool(lun and lun["readonly"]), block_size=lun["block_size"] if lun else 512)
         return result
 

@@ -111,6 +111,7 @@ sub _start {
         tls_key => "$dir/tls.key",
         database => "sqlite:///$dir/state.db",
         admin_token_file => "$dir/admin.token",
+        secret_key_file => "$dir/secret.key",
         portals => [$self->{portal}],
         target => { driver => 'tgt', control_port => $control },
         pools => [{ name => 'pool1', kind => 'file', options => { path => "$dir/mnt/pool" }, tags => ['ssd'] }],
@@ -126,7 +127,8 @@ sub _start {
     $self->{admin_token} = $admin;
     _wait_for('pvesan-service', sub { $self->admin('health') });
 
-    $self->admin('tenant', 'create', 'cluster1') or die "tenant create failed\n";
+    # any initiator, no CHAP: these tests drive the plugin's calls, not the tenant isolation
+    $self->admin('tenant', 'create', 'cluster1', '--initiator', 'ALL', '--no-chap') or die "tenant create failed\n";
     my $tok = $self->admin('token', 'create', 'proxmox', '--for-tenant', 'cluster1') or die "token create failed\n";
     $self->{token} = $tok->{token};
 }

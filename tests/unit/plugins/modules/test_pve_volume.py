@@ -101,6 +101,7 @@ class Service:
         config = {
             'listen': '127.0.0.1:%d' % api_port, 'tls_cert': d + '/tls.crt', 'tls_key': d + '/tls.key',
             'database': 'sqlite:///%s/state.db' % d, 'admin_token_file': d + '/admin.token',
+            'secret_key_file': d + '/secret.key',
             'portals': [self.portal], 'target': {'driver': 'tgt', 'control_port': self.control},
             'pools': [{'name': 'pool1', 'kind': 'file', 'options': {'path': d + '/mnt/pool'}, 'tags': ['ssd']}],
             'service_types': [{'name': 'default', 'default': True}], 'log_format': 'text', 'access_log': False,
