@@ -9,7 +9,8 @@
 # iscsiadm 2.1.8 creates, updates, shows and deletes node records (that needs no iscsid). This
 # kernel has no iSCSI initiator, so logging in, out, the session list and rescans are a test
 # double below: it answers with the messages and exit codes open-iscsi 2.1.8 gave in the kernel VM
-# (tests/unit/plugins/modules/fixtures/iscsi/kernel-vm/, commands.tsv), and does what the kernel
+# (tests/unit/plugins/modules/fixtures/iscsi/kernel-vm/ and kernel-vm-chap/, where a real kernel
+# initiator logged in with CHAP and mutual CHAP from records the plugin's own code wrote), and does what the kernel
 # does: it logs in to the real tgtd with the record's credentials (libiscsi's iscsi-inq, so a
 # wrong CHAP secret fails as it would) and attaches the volume's own backing file as a loop
 # device (direct I/O, as tgtd writes it) behind the by-path link, so data written through the
@@ -57,6 +58,8 @@ my $state = tempdir(CLEANUP => 1);
 my $bin = "$state/bin";
 make_path($bin, "$state/dev/disk/by-path", "$state/dev/mapper", "$state/priv");
 my $recorded = "$FindBin::Bin/../unit/plugins/modules/fixtures/iscsi/kernel-vm";
+# CHAP logins recorded with the plugin's own node records (tests/kernel-vm/record-iscsi.sh, iscsi_chap)
+my $recorded_chap = "$FindBin::Bin/../unit/plugins/modules/fixtures/iscsi/kernel-vm-chap";
 
 # iscsiadm: node records by the real iscsiadm; login, logout, sessions and rescans as the
 # kernel does them, with the messages open-iscsi printed in the kernel VM.
@@ -64,6 +67,15 @@ write_script("$bin/iscsiadm", <<'EOF');
 my $state = $ENV{FAKE_INITIATOR};
 my $real = $ENV{REAL_ISCSIADM};
 open(my $calls, '>>', "$state/calls") or die; print $calls "iscsiadm @ARGV\n"; close($calls);
+sub recorded {    # a message open-iscsi printed in the kernel VM, for this target and portal
+    my ($name, $iqn, $p) = @_;
+    open(my $f, '<', "$ENV{FAKE_RECORDED_CHAP}/$name") or die "$name: $!";
+    local $/;
+    my $text = <$f>;
+    $text =~ s/\Q$ENV{FAKE_RECORDED_IQN}\E/$iqn/g;
+    $text =~ s/\Q$ENV{FAKE_RECORDED_PORTAL}\E/$p/g;
+    return $text;
+}
 my %a; my @args = @ARGV;
 while (@args) { my $k = shift @args; $a{$k} = ($k =~ /^(--login|--logout|-R|-S)$/) ? 1 : shift @args; }
 my @sessions = -e "$state/sessions" ? do { open(my $f, '<', "$state/sessions") or die; map { chomp; $_ } <$f> } : ();
@@ -95,11 +107,11 @@ if ($a{'--login'}) {
     my $mutual_ok = !$r{'node.session.auth.username_in'}
         || ($r{'node.session.auth.username_in'} eq $ENV{FAKE_TARGET_USER} && $r{'node.session.auth.password_in'} eq $ENV{FAKE_TARGET_PASSWORD});
     if ($? != 0 || !$mutual_ok) {
-        print "Logging in to [iface: default, target: $iqn, portal: $p]\n";
-        print STDERR "iscsiadm: Could not login to [iface: default, target: $iqn, portal: $p].\n",
-            "iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n",
-            "iscsiadm: Could not log into all portals\n";
-        exit 24;
+        # what open-iscsi printed for a wrong secret (24) or a target that fails mutual CHAP (19)
+        my ($name, $rc) = $? != 0 ? ('login-wrong-password', 24) : ('login-wrong-mutual', 19);
+        print recorded("$name.out", $iqn, $p);
+        print STDERR recorded("$name.err", $iqn, $p);
+        exit $rc;
     }
     # the LUN's backing store, as tgtd serves it
     my $show = qx(tgtadm -C $ENV{TGT_CONTROL} --lld iscsi --mode target --op show);
@@ -117,7 +129,7 @@ if (!defined($sid)) { print STDERR "iscsiadm: No matching sessions found\n"; exi
 my $dev = (split(/ /, $sessions[$sid]))[2];
 if ($a{'-R'}) {
     system('losetup', '-c', $dev) == 0 or die;    # the kernel re-reads the capacity
-    printf("Rescanning session [sid: %d, target: %s, portal: %s]\n", $sid + 1, $iqn, $p);
+    print recorded('rescan.out', $iqn, $p) =~ s/\[sid: 1,/[sid: @{[$sid + 1]},/r;
     exit 0;
 }
 save(grep { $_ ne $sessions[$sid] } @sessions);
@@ -149,6 +161,9 @@ $ENV{FAKE_INITIATOR} = $state;
 $ENV{REAL_ISCSIADM} = $real_iscsiadm;
 $ENV{NODE_IQN} = $NODE_IQN;
 $ENV{TGT_CONTROL} = $svc->{tgt_control};
+$ENV{FAKE_RECORDED_CHAP} = $recorded_chap;
+$ENV{FAKE_RECORDED_IQN} = 'iqn.2026-11.org.pvesan:chap.v-1b2c3d4e5f607182';
+$ENV{FAKE_RECORDED_PORTAL} = '10.0.2.2,13291';
 $ENV{PVESAN_CA} = $svc->{ca};
 no warnings 'once';
 $PVE::Storage::Custom::PVESANPlugin::PVESAN_CLI = $svc->{cli};
@@ -162,6 +177,12 @@ $PVE::Storage::Custom::PVESANPlugin::LOGGER = sub { push @log, @_ };
 ok(-e "$recorded/commands.tsv", 'recorded open-iscsi output is there');
 is(slurp("$recorded/session-none.err"), "iscsiadm: No active sessions.\n", 'recorded: no session message');
 like(slurp("$recorded/session-two.out"), qr/^tcp: \[1\] \S+:\d+,1 iqn\S+ \(non-flash\)$/m, 'recorded: session line format');
+# the CHAP recordings: a real kernel initiator logged in with the record the plugin's code wrote
+my %rc = map { (split(/\t/))[0, 1] } split(/\n/, slurp("$recorded_chap/commands.tsv"));
+is_deeply([@rc{qw(set-chap login logout login-wrong-password login-wrong-mutual node-delete)}], [0, 0, 0, 24, 19, 0],
+    'recorded: CHAP + mutual CHAP login with the plugin\'s record; a wrong secret 24, a wrong target secret 19');
+like(slurp("$recorded_chap/node-show.out"), qr/^node\.session\.auth\.password = \*{8}$/m,
+    'recorded: iscsiadm without -S masks the secret');
 
 sub volume_info {    # the service's view of a volume
     my ($tenant, $name) = @_;
@@ -293,8 +314,9 @@ $P->deactivate_volume($csid, $cscfg, $cvol, undef, {});
 {
     local $ENV{FAKE_TARGET_PASSWORD} = 'not-the-target-secret';
     eval { $P->activate_volume($csid, $cscfg, $cvol, undef, {}) };
-    like($@, qr/authorization failure/, 'a mutual CHAP mismatch fails the login with the reason');
+    like($@, qr/non-retryable iSCSI login failure/, 'a mutual CHAP mismatch fails the login with open-iscsi\'s reason');
     ok(index($@, $new_pw) < 0, 'and the message has no secret');
+    is(scalar(records()), 0, 'and leaves no node record (with the secrets) behind');
 }
 $P->free_image($csid, $cscfg, $cvol, 0);
 is(scalar(records()), 0, 'free_image: no node record left');
