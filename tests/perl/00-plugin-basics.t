@@ -141,4 +141,20 @@ like($@, qr/pvesm set nosuch --auth_token/, 'missing token error tells how to se
     like($@, qr/run the transport_encryption role/, 'tls without the endpoints file says what to do');
 }
 
+# --- CHAP values open-iscsi cannot keep are refused before anything is written or run
+{
+    my $dir = tempdir(CLEANUP => 1);
+    open(my $fh, '>', "$dir/iscsiadm") or die;
+    print $fh "#!/bin/sh\necho \"\$@\" >>$dir/called\nexit 1\n";
+    close($fh);
+    chmod(0755, "$dir/iscsiadm");
+    local $ENV{PATH} = "$dir:$ENV{PATH}";
+    for my $bad (' leading-blank-secret', 'trailing-blank-secret ', "two\nlines-of-secret") {
+        eval { PVE::Storage::Custom::PVESANPlugin::_set_node_chap('iqn.x:y', '10.0.0.1:3260', { user => 'u', password => $bad }) };
+        like($@, qr/one line without leading or trailing blanks/, 'a CHAP secret open-iscsi would change is refused');
+        unlike($@, qr/\Q$bad\E/, 'without the secret in the message');
+    }
+    ok(!-e "$dir/called", 'and iscsiadm was never run');
+}
+
 done_testing();
