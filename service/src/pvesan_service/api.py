@@ -175,7 +175,7 @@ class VolumeOut(BaseModel):
     pool: str
     service_type: Optional[str]
     size: int
-    allocated: Optional[int] = Field(description="bytes the volume's data takes in its pool; null when the pool cannot tell")
+    allocated: Optional[int] = Field(description="bytes the volume's data takes in its pool; null in lists and when the pool cannot tell")
     thin: bool
     block_size: int
     vmid: Optional[int]

@@ -628,11 +628,13 @@ class Service:
         except Exception:  # a pool that cannot tell (or is down) must not break a volume's show
             return None
 
-    def _volume_out(self, vol: dict) -> dict:
+    def _volume_out(self, vol: dict, allocated: bool = True) -> dict:
+        """A volume as the API shows it.  ``allocated=False`` (lists) leaves out the pool query for
+        the allocated bytes, one command per volume on zfs and lvmthin pools."""
         iqn = vol["iqn"]
         return {
             "id": vol["id"], "name": vol["name"], "tenant": vol["tenant"], "pool": self._pool_by_id(vol["pool_id"])["name"],
-            "service_type": vol["service_type"], "size": vol["size"], "allocated": self._allocated(vol),
+            "service_type": vol["service_type"], "size": vol["size"], "allocated": self._allocated(vol) if allocated else None,
             "thin": bool(vol["thin"]), "block_size": vol["block_size"], "vmid": vol["vmid"], "tags": _unj(vol["tags"], []),
             "state": vol["state"], "parent": vol["parent"], "parent_snapshot": vol["parent_snapshot"],
             "export": {
@@ -816,7 +818,7 @@ class Service:
         if detail:
             with self.store.tx() as t:
                 rows = t.execute(self._VOL_SELECT + where + " ORDER BY v.name", params).all()
-            return [self._volume_out(r) for r in rows]
+            return [self._volume_out(r, allocated=False) for r in rows]
         with self.store.tx() as t:
             rows = t.execute("SELECT v.id, v.name, v.size, v.vmid, v.tags, v.state, v.pool_id, v.iqn, v.created_at, "
                              "p.name AS parent, s.name AS parent_snapshot FROM volumes v "
