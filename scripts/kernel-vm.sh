@@ -10,6 +10,7 @@
 #   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
 #                                     (sections: zfs_pool zfs lvmthin iscsi iscsi_chap)
 #   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
+#   scripts/kernel-vm.sh plugin       build + start + the Proxmox plugin's kernel-initiator path + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
 # 10.0.2.2 (qemu user networking), and KVM_VM_DISKS extra virtio disks with serial=pvesan-dN,
@@ -300,6 +301,16 @@ cmd_lio() {
         --junitxml='$cache/lio-junit.xml' tests/test_targets_lio_kernel.py $*"
 }
 
+# The Proxmox plugin's kernel-initiator path for real: a service and tgtd on the host
+# (tests/kernel-vm/plugin-host.pl), the plugin with the guest's open-iscsi, udev and dm-multipath
+# (tests/kernel-vm/plugin.t): CHAP and mutual CHAP, data, resize, export/import, multipath.
+cmd_plugin() {
+    cmd_build
+    cmd_start
+    trap 'cmd_stop' EXIT
+    perl "$root/tests/kernel-vm/plugin-host.pl" "$root" "$run"
+}
+
 case "${1:-}" in
     build) cmd_build ;;
     start) cmd_start ;;
@@ -307,5 +318,6 @@ case "${1:-}" in
     ssh) shift; ssh_guest "$@" ;;
     record) shift; cmd_record "$@" ;;
     lio) shift; cmd_lio "$@" ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    plugin) cmd_plugin ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
