@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio
+.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-plugin proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,3 +57,12 @@ kernel-vm-record: ## re-record real zpool/zfs/lvm/iscsiadm output in the kernel 
 
 kernel-vm-lio: ## the service's lio driver against the kernel VM's real LIO target and initiator; optional
 	bash scripts/kernel-vm.sh lio
+
+kernel-vm-plugin: ## the Proxmox plugin's kernel-initiator path (CHAP, multipath) in the kernel VM against a real service; optional
+	bash scripts/kernel-vm.sh plugin
+
+proxmox-check: ## the plugin under Proxmox VE 9.1's own code (pve-storage, qemu-server) against a real service; optional, needs the sources (docs/development.md)
+	bash scripts/proxmox-check.sh all
+
+proxmox-facts: ## re-record the facts of Proxmox's own code that make test uses (fixtures/proxmox/pve-*.json); optional
+	bash scripts/proxmox-check.sh facts

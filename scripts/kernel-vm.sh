@@ -8,7 +8,9 @@
 #   scripts/kernel-vm.sh ssh [CMD..]  run a command in the guest (as root)
 #   scripts/kernel-vm.sh stop         power the guest off
 #   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
+#                                     (sections: zfs_pool zfs lvmthin iscsi iscsi_chap)
 #   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
+#   scripts/kernel-vm.sh plugin       build + start + the Proxmox plugin's kernel-initiator path + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
 # 10.0.2.2 (qemu user networking), and KVM_VM_DISKS extra virtio disks with serial=pvesan-dN,
@@ -31,7 +33,8 @@ log() { echo "kernel-vm: $*" >&2; }
 # first use installs them.
 host_tools() {
     local missing=() tool pkg
-    for tool in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap ssh:openssh-client; do
+    for tool in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap ssh:openssh-client \
+        mkfs.ext4:e2fsprogs tgtd:tgt; do
         pkg=${tool#*:}
         command -v "${tool%%:*}" >/dev/null || missing+=("$pkg")
     done
@@ -221,6 +224,13 @@ cmd_stop() {
 iscsi_ports=${KVM_VM_ISCSI_PORTS:-13291,13292}
 iscsi_control=${KVM_VM_ISCSI_CONTROL:-17291}
 iscsi_iqn=iqn.2026-11.org.pvesan:default.v-0a1b2c3d4e5f6071
+# A second target with CHAP and mutual CHAP, as the service exports a tenant's volumes. Lab-only
+# secrets (they appear in the recordings of `iscsiadm -S`).
+iscsi_chap_iqn=iqn.2026-11.org.pvesan:chap.v-1b2c3d4e5f607182
+iscsi_chap_user=pvesan-node-kvm
+iscsi_chap_password=kernel-vm-chap-secret-0123
+iscsi_chap_target_user=pvesan-target-kvm
+iscsi_chap_target_password=kernel-vm-mutual-secret-4567
 
 iscsi_target_up() {
     local portals="" p
@@ -238,7 +248,17 @@ iscsi_target_up() {
     "${tgtadm[@]}" -m logicalunit -o update -t 1 -l 1 \
         --params vendor_id=PVESAN,product_id=volume,scsi_sn=0a1b2c3d4e5f6071
     "${tgtadm[@]}" -m target -o bind -t 1 -I ALL
-    log "tgtd (pid $(cat "$run/tgtd.pid")) serves $iscsi_iqn on 127.0.0.1:{$iscsi_ports}"
+    truncate -s 32M "$run/iscsi-lun2.img"
+    "${tgtadm[@]}" -m target -o new -t 2 -T "$iscsi_chap_iqn"
+    "${tgtadm[@]}" -m logicalunit -o new -t 2 -l 1 -b "$run/iscsi-lun2.img" --bstype rdwr
+    "${tgtadm[@]}" -m logicalunit -o update -t 2 -l 1 \
+        --params vendor_id=PVESAN,product_id=volume,scsi_sn=1b2c3d4e5f607182
+    "${tgtadm[@]}" -m account -o new --user "$iscsi_chap_user" --password "$iscsi_chap_password"
+    "${tgtadm[@]}" -m account -o bind -t 2 --user "$iscsi_chap_user"
+    "${tgtadm[@]}" -m account -o new --user "$iscsi_chap_target_user" --password "$iscsi_chap_target_password"
+    "${tgtadm[@]}" -m account -o bind -t 2 --user "$iscsi_chap_target_user" --outgoing
+    "${tgtadm[@]}" -m target -o bind -t 2 -I ALL
+    log "tgtd (pid $(cat "$run/tgtd.pid")) serves $iscsi_iqn and $iscsi_chap_iqn (CHAP) on 127.0.0.1:{$iscsi_ports}"
 }
 
 iscsi_target_down() {
@@ -247,6 +267,7 @@ iscsi_target_down() {
     pid=$(cat "$run/tgtd.pid")
     # tgtd does not exit on SIGTERM while it has targets: remove the target first.
     tgtadm -C "$iscsi_control" --lld iscsi -m target -o delete --force -t 1 >/dev/null 2>&1 || true
+    tgtadm -C "$iscsi_control" --lld iscsi -m target -o delete --force -t 2 >/dev/null 2>&1 || true
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
@@ -255,14 +276,17 @@ iscsi_target_down() {
 
 cmd_record() {
     local sections=("$@")
-    [ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs lvmthin iscsi)
+    [ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs lvmthin iscsi iscsi_chap)
     cmd_build
     cmd_start
     trap 'iscsi_target_down; cmd_stop' EXIT
-    case " ${sections[*]} " in *" iscsi "*) iscsi_target_up ;; esac
+    case " ${sections[*]} " in *" iscsi "* | *" iscsi_chap "*) iscsi_target_up ;; esac
     # The guest runs a copy: editing the checkout's script meanwhile cannot upset a running bash.
     ssh_guest "cp '$root/tests/kernel-vm/'record*.sh /root/ && cd '$root' && KVM_REPO='$root' \
-        KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports bash /root/record.sh ${sections[*]}"
+        KVM_ISCSI_IQN=$iscsi_iqn KVM_ISCSI_PORTS=$iscsi_ports KVM_ISCSI_CHAP_IQN=$iscsi_chap_iqn \
+        KVM_ISCSI_CHAP_USER=$iscsi_chap_user KVM_ISCSI_CHAP_PASSWORD=$iscsi_chap_password \
+        KVM_ISCSI_CHAP_TARGET_USER=$iscsi_chap_target_user KVM_ISCSI_CHAP_TARGET_PASSWORD=$iscsi_chap_target_password \
+        bash /root/record.sh ${sections[*]}"
 }
 
 # The service's lio driver against the guest's kernel target (configfs, target_core_mod,
@@ -277,6 +301,16 @@ cmd_lio() {
         --junitxml='$cache/lio-junit.xml' tests/test_targets_lio_kernel.py $*"
 }
 
+# The Proxmox plugin's kernel-initiator path for real: a service and tgtd on the host
+# (tests/kernel-vm/plugin-host.pl), the plugin with the guest's open-iscsi, udev and dm-multipath
+# (tests/kernel-vm/plugin.t): CHAP and mutual CHAP, data, resize, export/import, multipath.
+cmd_plugin() {
+    cmd_build
+    cmd_start
+    trap 'cmd_stop' EXIT
+    perl "$root/tests/kernel-vm/plugin-host.pl" "$root" "$run"
+}
+
 case "${1:-}" in
     build) cmd_build ;;
     start) cmd_start ;;
@@ -284,5 +318,6 @@ case "${1:-}" in
     ssh) shift; ssh_guest "$@" ;;
     record) shift; cmd_record "$@" ;;
     lio) shift; cmd_lio "$@" ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    plugin) cmd_plugin ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

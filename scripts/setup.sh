@@ -12,7 +12,7 @@ step() { printf '\n== %s\n' "$*"; }
 # strongSwan, tshark) and the Perl the Proxmox plugin tests need.
 packages=(
     shellcheck podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 make git
-    tgt libiscsi-bin qemu-utils qemu-block-extra stunnel4 open-iscsi multipath-tools
+    tgt libiscsi-bin libnbd-bin qemu-utils qemu-block-extra stunnel4 open-iscsi multipath-tools
     xfsprogs btrfs-progs sqlite3 postgresql tshark strongswan-swanctl charon-systemd
     openssl perl libjson-pp-perl
 )

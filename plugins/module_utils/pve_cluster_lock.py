@@ -10,7 +10,12 @@ Proxmox (pve-cluster, PVE::Cluster::cfs_lock via cfs_lock_file('storage.cfg')):
     hard lifetime of 120 s;
   * the work inside is killed after 60 s (alarm(60)), leaving pmxcfs 60 s of margin.
 On a plain directory (the lab, tests) nobody expires locks, so we apply pmxcfs's 120 s
-lifetime ourselves; on pmxcfs we only send the unlock request, as Proxmox does.
+lifetime ourselves; on pmxcfs we only send the unlock request, as Proxmox does. There the
+lock's mtime is no age: a Proxmox process waiting for the lock has set it to 0 with its unlock
+request (seen running the real PVE::Cluster::cfs_lock_file, fixtures/proxmox/pve-9.1.json
+"cfs_lock"). Its ctime is: no later than the lock's creation can it be, and each unlock request
+renews it, so a lock is stale only when it is older than the lifetime and nobody has asked for
+it within that time either.
 
 The local lock (flock on a file under /run/lock) queues the processes of one node before
 they poll the cluster lock, so 20 concurrent runs on a node take turns instead of all
@@ -159,7 +164,7 @@ class StorageCfgLock:
                 pass
             return
         try:
-            age = time.time() - os.stat(self.path).st_mtime
+            age = time.time() - os.stat(self.path).st_ctime
         except OSError:
             return
         if age > PMXCFS_LOCK_LIFETIME:

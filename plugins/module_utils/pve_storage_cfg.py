@@ -7,13 +7,16 @@ Reading (PVE::SectionConfig::parse_config, pve-common):
   * header ``^(\\S+):\\s*(\\S+)\\s*$`` (type lower-cased, storage ID checked);
   * property lines ``^\\s+(\\S+)(\\s+(.*\\S))?\\s*$``; a bare key is a boolean 1;
   * lines matching ``^\\s*#`` are skipped everywhere, even inside a section;
-  * only a truly empty line ends a section: a line of blanks or a CR does not, so a
-    CRLF file swallows every section after the first. We refuse CR outright.
+  * only a truly empty line ends a section: a line of blanks does not (Proxmox warns
+    "ignore config line" and goes on, and so do we), nor does a CR, so a CRLF file swallows
+    every section after the first. We refuse CR outright.
 Where Proxmox only warns and silently drops data (a second header without an empty line
 before it, a value it cannot parse, a duplicate key or ID, a missing required key), we
 fail with the line number so that nothing is written over a file we do not understand.
 Unknown properties of known types and sections of unknown types (other plugins) are
-kept verbatim with a warning.
+kept verbatim with a warning; a section we rewrite loses its unknown properties, as it does
+when Proxmox writes it. (The real parser's handling of each case is recorded in
+fixtures/proxmox/pve-9.1.json; test_pve_storage_facts.py holds this module to it.)
 
 Writing (PVE::SectionConfig::write_config): header, ``disable`` (bare, only when true),
 required properties A-Z, optional properties A-Z, booleans as 0/1, one TAB indent and an
@@ -30,8 +33,8 @@ import re
 
 from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
-    PROPERTIES, SECRET_PROPS, TYPES, SchemaError, check_list, check_storage_id, check_string,
-    decode_value, encode_value,
+    MARKER_PROPS, PROPERTIES, REMOVED_IN_PVE9, SECRET_PROPS, TYPES, SchemaError, check_list, check_storage_id,
+    check_string, decode_value, encode_value,
 )
 
 # re.ASCII: \s is [ \t\n\r\f\v] as in Perl, not every Unicode space.
@@ -132,6 +135,10 @@ class StorageConfig:
                 cur.raw.append(line)
                 if COMMENT_RE.match(body):
                     continue
+                if body.strip() == '':
+                    cfg.warnings.append("%s line %d: a line of blanks inside section '%s' does not end it; "
+                                        "ignored, as Proxmox ignores it" % (path, lineno, cur.sid))
+                    continue
                 m = PROPERTY_RE.match(body)
                 if m:
                     cfg._add_property(cur, m.group(1), m.group(3), lineno)
@@ -160,8 +167,9 @@ class StorageConfig:
                 raise StorageCfgError(str(e), lineno, path)
             cur = Section(stype, sid, lineno=lineno, raw=[line])
             if not cur.known:
+                why = REMOVED_IN_PVE9.get(stype, 'a custom plugin?')
                 cfg.warnings.append("%s line %d: section '%s' has type '%s', which pve-storage does not know "
-                                    "(a custom plugin?); kept as it is" % (path, lineno, sid, stype))
+                                    "(%s); kept as it is" % (path, lineno, sid, stype, why))
         if cur is not None:
             cfg._finish(cur)
         if gap:
@@ -181,8 +189,9 @@ class StorageConfig:
         if key in props:
             raise StorageCfgError("duplicate property '%s' in section '%s'" % (key, section.sid), lineno, self.path)
         if key not in TYPES[section.type].options:
-            self.warnings.append("%s line %d: property '%s' is not known for type '%s' (Proxmox drops it); "
-                                 "kept as it is" % (self.path, lineno, key, section.type))
+            why = REMOVED_IN_PVE9.get(key, 'Proxmox drops it when it writes the file')
+            self.warnings.append("%s line %d: property '%s' is not known for type '%s' (%s); kept until this "
+                                 "section is written" % (self.path, lineno, key, section.type, why))
             props[key] = text
             return
         try:
@@ -304,19 +313,28 @@ def desired_props(stype, sid, props):
     check_storage_id(sid)
     tdef = TYPES.get(stype)
     if tdef is None:
-        raise SchemaError("unknown storage type %r (known: %s)" % (stype, ', '.join(sorted(TYPES))))
+        known = 'known: %s' % ', '.join(sorted(TYPES))
+        raise SchemaError("unknown storage type %r (%s)" % (stype, REMOVED_IN_PVE9.get(stype, known)))
     secrets = SECRET_PROPS.union(s.prop for s in tdef.secrets.values())
     out = {}
     for key, value in props.items():
         if key in secrets:
-            raise SchemaError("'%s' is a secret: pass it with the module's no_log option instead; it is kept "
-                              "under <config_root>/priv, never in storage.cfg" % key)
+            option = dict((s.prop, s.option) for t in TYPES.values() for s in t.secrets.values()).get(key, key)
+            raise SchemaError("'%s' is a secret or key: pass it with the module's option '%s' instead (no_log); it "
+                              "is kept under <config_root>/priv, never in storage.cfg" % (key, option))
         if key not in tdef.options:
             hint = ''
             if key == 'shared' and tdef.shared:
                 hint = ' (type %s is always shared)' % stype
+            elif key in REMOVED_IN_PVE9:
+                hint = ' (%s)' % REMOVED_IN_PVE9[key]
             raise SchemaError("property '%s' is not valid for storage type '%s'%s; valid: %s"
                               % (key, stype, hint, ', '.join(sorted(k for k in tdef.options if k not in secrets))))
+        if key == 'shared' and tdef.shared and value is not None and not coerce_value(stype, key, value):
+            raise SchemaError("storage type '%s' is always shared: Proxmox marks it so and overrides 'shared 0' "
+                              "(PVE::Storage::Plugin::parse_config, @SHARED_STORAGE)" % stype)
+        if key == 'nodes' and value is not None and coerce_value(stype, key, value) == []:
+            value = None    # no node restriction: Proxmox writes no nodes line
         if value is None:
             # null: remove the property (only optional, non-fixed ones can be removed, as in Proxmox)
             if tdef.options[key] != 'o':
@@ -344,8 +362,10 @@ def plan_present(cfg, sid, stype, props, purge=False):
         new_props = dict((k, v) for k, v in props.items() if v is not None)
         if tdef.path_default and 'path' not in new_props:
             new_props['path'] = '/mnt/pve/%s' % sid  # what check_config does on create
-        if tdef.custom and 'shared' not in new_props:
-            new_props['shared'] = True
+        if tdef.shared and 'shared' in tdef.options:
+            new_props['shared'] = True  # parse_config sets it; Proxmox writes `shared 1` from then on
+        if 'content' not in new_props and tdef.default_content:
+            new_props['content'] = sorted(tdef.default_content)  # what parse_config fills in
         if new_props.get('disable') is False:
             del new_props['disable']  # Proxmox never writes 'disable 0'
         missing = [k for k in tdef.required() if k not in new_props and k not in SECRET_PROPS]
@@ -362,7 +382,7 @@ def plan_present(cfg, sid, stype, props, purge=False):
     if purge:
         for key in list(new_props):
             flags = tdef.options.get(key, 'o')
-            if key not in props and 'r' not in flags and 'f' not in flags:
+            if key not in props and 'r' not in flags and 'f' not in flags and key not in MARKER_PROPS:
                 del new_props[key]
     for key, value in props.items():
         if value is None:
@@ -375,9 +395,20 @@ def plan_present(cfg, sid, stype, props, purge=False):
         new_props[key] = value
     if new_props.get('disable') is False:
         del new_props['disable']
+    if tdef.shared and 'shared' in tdef.options:
+        new_props['shared'] = True
     if new_props == old.props:
         return old, old
+    # a rewritten section loses what Proxmox would drop when it writes it
+    new_props = dict((k, v) for k, v in new_props.items() if k in tdef.options)
     return old, Section(old.type, sid, new_props)
+
+
+def dropped_keys(old, new):
+    """Unknown properties a rewrite of ``old`` into ``new`` drops (for a warning)."""
+    if old is None or new is None or new is old or not old.known:
+        return []
+    return sorted(k for k in old.props if k not in TYPES[old.type].options)
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -395,7 +426,8 @@ class StorageCfgFile:
         return StorageConfig.parse(text or '', self.path)
 
     def write(self, cfg, mover=None):
-        atomic_write(self.path, cfg.render(), self.MODE, mover)
+        # a symlinked storage.cfg stays a symlink: the file it points to is replaced
+        atomic_write(os.path.realpath(self.path), cfg.render(), self.MODE, mover)
 
     def secret_path(self, secret, sid):
         return os.path.join(self.root, secret.path.format(id=sid))
@@ -434,6 +466,9 @@ def secret_content(stype, option, value):
             raise SchemaError("encryption_key must be the JSON key file of proxmox-backup-client "
                               "('proxmox-backup-client key create --kdf none <file>'); 'autogen' is not supported")
         extra['encryption-key'] = key.get('fingerprint') or '1'  # what PBSPlugin::on_add_hook stores
+    if secret.prop == 'master-pubkey':
+        value = _master_pubkey_pem(value)
+        extra['master-pubkey'] = '1'  # PBSPlugin::on_add_hook: the key goes to <id>.master.pem
     if secret.prop in ('keyring', 'password', 'auth_token'):
         value = value.rstrip('\n') if secret.prop == 'keyring' else value
         if '\n' in value and secret.prop != 'keyring':
@@ -441,3 +476,19 @@ def secret_content(stype, option, value):
     if not value:
         raise SchemaError("%s must not be empty" % option)
     return secret.template.format(value=value), extra
+
+
+def _master_pubkey_pem(value):
+    """A PBS master public key: base64 of the PEM (as pvesm and the API take it) or the PEM itself."""
+    import base64
+    import binascii
+    text = value.lstrip()
+    if not text.startswith('-----BEGIN'):
+        try:
+            text = base64.b64decode(''.join(value.split()), validate=True).decode('ascii')
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            text = ''
+    if not re.match(r'^-----BEGIN (RSA )?PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END (RSA )?PUBLIC KEY-----\n?$', text):
+        raise SchemaError("master_pubkey must be a PEM-formatted RSA public key ('proxmox-backup-client key "
+                          "create-master-key' writes one), as PEM text or base64 of it")
+    return text  # the file gets it plus a newline, as PBSPlugin writes "$key\n"

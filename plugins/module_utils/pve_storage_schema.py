@@ -1,13 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) pvesan.storage developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Schema of every storage type Proxmox VE keeps in /etc/pve/storage.cfg.
+"""Schema of every storage type Proxmox VE 9.1 keeps in /etc/pve/storage.cfg.
 
-Transcribed from pve-storage (src/PVE/Storage/*Plugin.pm: properties(), options(),
-plugindata()) and pve-common (PVE/JSONSchema.pm formats). Proxmox keeps ONE property
-namespace for all plugins (PVE::SectionConfig::init dies on "duplicate property"), so
-PROPERTIES is a single table; TYPES lists per storage type which of them it accepts and
-how:
+Written from pve-storage 9.1.7 (src/PVE/Storage/*Plugin.pm: properties(), options(),
+plugindata()) and pve-common 9.2.1 (PVE/JSONSchema.pm formats), and held to what that code
+itself reports: tests/unit/plugins/module_utils/test_pve_storage_facts.py compares every type,
+option, content list, format and property kind here with the facts the real code dumped
+(fixtures/proxmox/pve-9.1.json, scripts/proxmox-check.sh), and every validator with how the real
+SectionConfig parser treated 80 storage.cfg texts. PVE 8.4 (pve-storage 8.3.8) differs only as
+PVE8_DIFFERENCES says. Proxmox keeps ONE property namespace for all plugins
+(PVE::SectionConfig::init dies on "duplicate property"), so PROPERTIES is a single table; TYPES
+lists per storage type which of them it accepts and how:
 
     'rf' required + fixed (``{ fixed => 1 }``)   'r' required (``{}``)
     'o'  optional (``{ optional => 1 }``)          'of' optional + fixed
@@ -19,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import re
 
 # PVE::JSONSchema::parse_storage_id (note the /i: upper case is accepted).
@@ -31,8 +36,6 @@ LVM_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9\-_.]*[a-z0-9]$', re.IGNORECASE)
 CONFIGID_RE = re.compile(r'^[a-z][a-z0-9_]+$', re.IGNORECASE)
 _DNS_LABEL = r'[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?'
 DNS_NAME_RE = re.compile(r'^(%s\.)*%s$' % (_DNS_LABEL, _DNS_LABEL))
-IPV4_RE = re.compile(r'^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$')
-IPV6_RE = re.compile(r'^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$')
 FINGERPRINT_RE = re.compile(r'^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$')
 ZFS_BLOCKSIZE_RE = re.compile(r'^([1-9][0-9]*)([km])?$', re.IGNORECASE)
 INTEGER_RE = re.compile(r'^[+-]?\d+$')
@@ -42,10 +45,19 @@ class SchemaError(ValueError):
     """A value or a section that Proxmox would reject; the message names the rule."""
 
 
-def _host_ok(host):
-    if host.startswith('[') and host.endswith(']'):
-        host = host[1:-1]
-    return bool(IPV4_RE.match(host) or IPV6_RE.match(host) or DNS_NAME_RE.match(host))
+def _ip_ok(host):
+    try:
+        ipaddress.ip_address(u'%s' % host)
+        return True
+    except ValueError:
+        return False
+
+
+def _host_ok(host, brackets=True):
+    """An IP address or a DNS name; an IPv6 address in brackets only where PVE allows it."""
+    if brackets and host.startswith('[') and host.endswith(']'):
+        return ':' in host and _ip_ok(host[1:-1])
+    return _ip_ok(host) or bool(DNS_NAME_RE.match(host))
 
 
 def check_path(value):
@@ -55,8 +67,9 @@ def check_path(value):
 
 
 def check_server(value):
-    if not _host_ok(value):
-        raise SchemaError('must be an IP address or a DNS name')
+    # PVE::Storage::Plugin::verify_server: pve_verify_ip or pve_verify_dns_name, no brackets
+    if not _host_ok(value, brackets=False):
+        raise SchemaError('must be an IP address (IPv6 without brackets) or a DNS name')
 
 
 def check_portal(value):
@@ -107,21 +120,56 @@ def check_zfs_blocksize(value):
     raise SchemaError('must be a power of 2 between 512 and 16M, e.g. 8k, 16k, 1m')
 
 
-def _property_string(keys, value_re=r'^\d+$'):
-    """Validator for PVE property strings such as 'keep-last=3,keep-daily=7'."""
-    def check(value):
-        for item in value.split(','):
-            key, sep, val = item.partition('=')
-            if not sep or key not in keys or not re.match(value_re, val):
-                raise SchemaError("must be a list of key=value with keys %s" % ', '.join(sorted(keys)))
-    return check
+# PVE::JSONSchema's values of a boolean in a property string, and its number check
+PVE_TRUE = ('1', 'true', 'yes', 'on')
+PVE_FALSE = ('0', 'false', 'no', 'off')
+NUMBER_RE = re.compile(r'^[+-]?(\d+|\d+\.\d*|\d*\.\d+)([eE][+-]?\d+)?$')
 
 
-def check_content_dirs(value):
+def _property_string(keys, value):
+    """'k1=v1,k2=v2' -> dict; keys must be known and given once (PVE::JSONSchema::parse_property_string)."""
+    out = {}
     for item in value.split(','):
         key, sep, val = item.partition('=')
-        if not sep or not re.match(r'^[a-z]+$', key) or not val or len(val) >= 1023:
-            raise SchemaError("must be a list of <content>=<relative path>")
+        if not sep or key not in keys or key in out:
+            raise SchemaError("must be a list of key=value with keys %s, each once" % ', '.join(sorted(keys)))
+        out[key] = val
+    return out
+
+
+def check_prune_backups(value):
+    # PVE::Storage::Plugin $prune_backups_format and validate_prune_backups
+    keys = ('keep-all', 'keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly')
+    items = _property_string(keys, value)
+    for key, val in items.items():
+        if key == 'keep-all':
+            if val.lower() not in PVE_TRUE + PVE_FALSE:
+                raise SchemaError("keep-all must be a boolean (1/0, yes/no, true/false, on/off)")
+        elif not re.match(r'^\+?\d+$', val):
+            raise SchemaError("%s must be an integer >= 0" % key)
+    if items.get('keep-all', '0').lower() in PVE_TRUE and any(int(v) > 0 for k, v in items.items() if k != 'keep-all'):
+        raise SchemaError("keep-all cannot be set together with other options (Proxmox drops the property)")
+
+
+def check_bwlimit(value):
+    # pve-common $bwlimit_format: numbers >= 0 in KiB/s, fractions allowed
+    for key, val in _property_string(('clone', 'default', 'migration', 'move', 'restore'), value).items():
+        if not NUMBER_RE.match(val) or float(val) < 0:
+            raise SchemaError("%s must be a number >= 0 (KiB/s)" % key)
+
+
+def check_content_dirs(value, content=None):
+    """PVE::Storage::Plugin::verify_dir_override per entry; ``content``: the type's content types."""
+    valid = set(_FILE_CONTENT + ('none',))
+    for item in value.split(','):
+        m = re.match(r'^([a-z]+)=([^.]*(?:\.?[^.]+)+)$', item)
+        if not m or m.group(1) not in valid:
+            raise SchemaError("must be a list of <content>=<relative path> (no '..', a content type of "
+                              "Proxmox: %s)" % ', '.join(sorted(valid)))
+        if len(m.group(2)) >= 1023 or any(len(part) >= 255 for part in m.group(2).split('/')):
+            raise SchemaError("path of '%s' is too long (Proxmox: under 1023, each part under 255)" % m.group(1))
+        if content is not None and m.group(1) not in content:
+            raise SchemaError("'%s' is no content type of this storage type (Proxmox drops that entry)" % m.group(1))
 
 
 def check_url(value):
@@ -151,8 +199,7 @@ class Prop:
         self.doc = doc
 
 
-_PRUNE_KEYS = ('keep-all', 'keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly')
-_BWLIMIT_KEYS = ('clone', 'default', 'migration', 'move', 'restore')
+_FILE_CONTENT = ('images', 'rootdir', 'vztmpl', 'iso', 'backup', 'snippets', 'import')
 
 _PROPS = [
     # common, PVE::Storage::Plugin $defaultData->{propertyList}
@@ -160,8 +207,7 @@ _PROPS = [
     Prop('content', 'set', doc='Allowed content types.'),
     Prop('disable', 'boolean', doc='Disable the storage.'),
     Prop('shared', 'boolean', doc='Same contents on all nodes.'),
-    Prop('maxfiles', 'integer', minimum=0, doc='Deprecated, use prune-backups.'),
-    Prop('prune-backups', check=_property_string(_PRUNE_KEYS), doc='Backup retention.'),
+    Prop('prune-backups', check=check_prune_backups, doc='Backup retention.'),
     Prop('max-protected-backups', 'integer', minimum=-1),
     Prop('subdir', check=check_path),
     Prop('format', 'enum', choices=('raw', 'qcow2', 'vmdk', 'subvol')),
@@ -169,7 +215,8 @@ _PROPS = [
     Prop('content-dirs', check=check_content_dirs),
     Prop('options', check=check_mount_options),
     Prop('port', 'integer', minimum=1, maximum=65535),
-    Prop('bwlimit', check=_property_string(_BWLIMIT_KEYS)),
+    Prop('bwlimit', check=check_bwlimit),
+    Prop('snapshot-as-volume-chain', 'boolean', doc='Snapshots as qcow2 volume chains (PVE 9).'),
     Prop('path', check=check_path),
     Prop('server', check=check_server),
     Prop('username'),
@@ -197,10 +244,6 @@ _PROPS = [
     Prop('fingerprint', check=check_fingerprint),
     Prop('encryption-key'),
     Prop('master-pubkey'),
-    # glusterfs
-    Prop('volume'),
-    Prop('server2', check=check_server),
-    Prop('transport', 'enum', choices=('tcp', 'rdma', 'unix')),
     # zfspool / zfs
     Prop('blocksize', check=check_zfs_blocksize),
     Prop('sparse', 'boolean'),
@@ -211,11 +254,13 @@ _PROPS = [
     Prop('comstar_tg'),
     Prop('comstar_hg'),
     Prop('lio_tpg'),
+    Prop('zfs-base-path', check=check_path),
     # lvm / lvmthin
     Prop('vgname', check=check_vgname),
     Prop('base', check=check_volume_id),
     Prop('saferemove', 'boolean'),
     Prop('saferemove_throughput'),
+    Prop('saferemove-stepsize', 'enum', choices=('1', '2', '4', '8', '16', '32')),
     Prop('tagged_only', 'boolean'),
     Prop('thinpool', check=check_vgname),
     # rbd / cephfs
@@ -280,22 +325,22 @@ def _opts(spec):
     return dict(item.split(':') for item in spec.split())
 
 
-_BACKUP_OPTS = 'maxfiles:o prune-backups:o max-protected-backups:o'
+_BACKUP_OPTS = 'prune-backups:o max-protected-backups:o'
 _MKDIR_OPTS = 'mkdir:o create-base-path:o create-subdirs:o'
-_FILE_CONTENT = ('images', 'rootdir', 'vztmpl', 'iso', 'backup', 'snippets', 'import')
 
 _PW = 'priv/storage/{id}.pw'
 
 TYPES = dict((t.name, t) for t in [
     TypeDef('dir', _opts('path:rf content-dirs:o nodes:o shared:o disable:o content:o format:o is_mountpoint:o '
-                         'bwlimit:o preallocation:o %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
+                         'bwlimit:o preallocation:o snapshot-as-volume-chain:of %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
             _FILE_CONTENT + ('none',), ('images', 'rootdir'), ('raw', 'qcow2', 'vmdk', 'subvol')),
     TypeDef('nfs', _opts('path:rf content-dirs:o server:rf export:rf nodes:o disable:o options:o content:o '
-                         'format:o bwlimit:o preallocation:o %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
+                         'format:o bwlimit:o preallocation:o snapshot-as-volume-chain:of %s %s'
+                         % (_BACKUP_OPTS, _MKDIR_OPTS)),
             _FILE_CONTENT, ('images',), ('raw', 'qcow2', 'vmdk'), shared=True, path_default=True),
     TypeDef('cifs', _opts('path:rf content-dirs:o server:rf share:rf subdir:o nodes:o disable:o content:o '
                           'format:o username:o password:o domain:o smbversion:o bwlimit:o preallocation:o '
-                          'options:o %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
+                          'options:o snapshot-as-volume-chain:of %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
             _FILE_CONTENT, ('images',), ('raw', 'qcow2', 'vmdk'), shared=True, path_default=True,
             secrets=[SecretDef('password', 'password', _PW, 'password={value}\n')]),
     TypeDef('pbs', _opts('server:rf datastore:rf namespace:o port:o nodes:o disable:o content:o username:o '
@@ -303,16 +348,14 @@ TYPES = dict((t.name, t) for t in [
                          'max-protected-backups:o fingerprint:o'),
             ('backup', 'none'), ('backup',), shared=True,
             secrets=[SecretDef('password', 'password', _PW, '{value}\n'),
-                     SecretDef('encryption_key', 'encryption-key', 'priv/storage/{id}.enc', '{value}\n')]),
-    TypeDef('glusterfs', _opts('path:rf server:o server2:o volume:rf transport:o nodes:o disable:o content:o '
-                               'format:o bwlimit:o preallocation:o %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
-            ('images', 'vztmpl', 'iso', 'backup', 'snippets', 'import'), ('images',), ('raw', 'qcow2', 'vmdk'),
-            shared=True, path_default=True),
+                     SecretDef('encryption_key', 'encryption-key', 'priv/storage/{id}.enc', '{value}\n'),
+                     # PBSPlugin::on_add_hook: the decoded PEM in <id>.master.pem, `master-pubkey 1`
+                     SecretDef('master_pubkey', 'master-pubkey', 'priv/storage/{id}.master.pem', '{value}\n')]),
     TypeDef('zfspool', _opts('pool:rf blocksize:o sparse:o nodes:o disable:o content:o bwlimit:o mountpoint:o'),
             ('images', 'rootdir'), ('images', 'rootdir'), ('raw', 'subvol')),
     TypeDef('lvm', _opts('vgname:rf nodes:o shared:o disable:o saferemove:o saferemove_throughput:o content:o '
-                         'base:of tagged_only:o bwlimit:o'),
-            ('images', 'rootdir'), ('images',)),
+                         'base:of tagged_only:o bwlimit:o saferemove-stepsize:o snapshot-as-volume-chain:o'),
+            ('images', 'rootdir'), ('images',), ('raw', 'qcow2')),
     TypeDef('lvmthin', _opts('thinpool:rf vgname:rf nodes:o disable:o content:o bwlimit:o'),
             ('images', 'rootdir'), ('images', 'rootdir')),
     TypeDef('iscsi', _opts('portal:rf target:rf nodes:o disable:o content:o bwlimit:o'),
@@ -326,7 +369,7 @@ TYPES = dict((t.name, t) for t in [
     TypeDef('cephfs', _opts('path:rf content-dirs:o monhost:o nodes:o subdir:o disable:o options:o username:o '
                             'content:o format:o fuse:o bwlimit:o keyring:o fs-name:o %s %s'
                             % (_BACKUP_OPTS, _MKDIR_OPTS)),
-            ('vztmpl', 'iso', 'backup', 'snippets', 'import'), ('backup',), ('raw', 'qcow2', 'vmdk'),
+            ('vztmpl', 'iso', 'backup', 'snippets', 'import'), ('backup',), (),
             shared=True, path_default=True,
             # PVE::CephConfig::ceph_create_keyfile: cephfs keeps the bare secret in <id>.secret
             secrets=[SecretDef('keyring', 'keyring', 'priv/ceph/{id}.secret', '{value}\n')]),
@@ -334,24 +377,47 @@ TYPES = dict((t.name, t) for t in [
                            'preallocation:o %s %s' % (_BACKUP_OPTS, _MKDIR_OPTS)),
             _FILE_CONTENT + ('none',), ('images', 'rootdir'), ('raw', 'subvol')),
     TypeDef('zfs', _opts('nodes:o disable:o portal:rf target:rf pool:rf blocksize:rf iscsiprovider:rf '
-                         'nowritecache:o sparse:o comstar_hg:o comstar_tg:o lio_tpg:o content:o bwlimit:o'),
+                         'nowritecache:o sparse:o comstar_hg:o comstar_tg:o lio_tpg:o content:o bwlimit:o '
+                         'zfs-base-path:o'),
             ('images',), ('images',), shared=True),
     TypeDef('esxi', _opts('nodes:o shared:o disable:o content:o server:r username:r password:o '
                           'skip-cert-verification:o port:o'),
             ('import',), ('import',), ('raw', 'qcow2', 'vmdk'),
             secrets=[SecretDef('password', 'password', _PW, '{value}')]),
-    # Our plugin (PVE::Storage::Custom::PVESANPlugin). Custom plugins cannot join @SHARED_STORAGE,
-    # so `shared 1` has to be written explicitly (driver guide); the module defaults it to true.
-    TypeDef('pvesan', _opts('api_url:r auth_token:o ssl_verify_peer:o service_type:o query_include:o '
+    # Our plugin (PVE::Storage::Custom::PVESANPlugin, roles/pve_host/files/PVESANPlugin.pm: the one
+    # declaration of the type; test_pve_storage_facts.py compares this entry with what the plugin's
+    # properties(), options() and plugindata() return). The plugin joins @SHARED_STORAGE, so
+    # Proxmox marks it shared and overrides `shared 0`.
+    TypeDef('pvesan', _opts('api_url:rf auth_token:o ssl_verify_peer:o service_type:o query_include:o '
                             'query_exclude:o transport_encryption:o multipath:o nodes:o shared:o disable:o '
                             'content:o bwlimit:o'),
-            ('images', 'rootdir', 'none'), ('images',), custom=True,
+            ('images', 'rootdir', 'none'), ('images',), ('raw',), shared=True, custom=True,
             secrets=[SecretDef('auth_token', 'auth_token', _PW, '{value}\n')]),
 ])
 
-# Properties that hold secrets: never shown, never written to storage.cfg by us.
-SECRET_PROPS = frozenset(s.prop for t in TYPES.values() for s in t.secrets.values()
-                         if s.prop != 'encryption-key')
+# Properties that hold secrets (or keys), given only through the module's own options: never shown,
+# never written to storage.cfg by us. storage.cfg keeps a marker for two of them (the key's
+# fingerprint, `master-pubkey 1`), as Proxmox does.
+SECRET_PROPS = frozenset(s.prop for t in TYPES.values() for s in t.secrets.values())
+MARKER_PROPS = frozenset(('encryption-key', 'master-pubkey'))
+
+# How Proxmox VE 8.4 (pve-storage 8.3.8, APIVER 11) differs from this schema; test_pve_storage_facts.py
+# checks this against the two releases' facts.
+PVE8_DIFFERENCES = {
+    'types only in 8.4': ['glusterfs'],
+    'properties only in 8.4': ['maxfiles', 'server2', 'transport', 'volume'],
+    'properties only in 9.1': ['saferemove-stepsize', 'snapshot-as-volume-chain'],
+    'options only in 8.4': {'maxfiles': ['btrfs', 'cephfs', 'cifs', 'dir', 'nfs', 'pbs']},
+    'options only in 9.1': {'saferemove-stepsize': ['lvm'], 'snapshot-as-volume-chain': ['cifs', 'dir', 'lvm', 'nfs']},
+    'formats': {'lvm': 'none in 8.4; raw (default) and qcow2 in 9.1'},
+}
+
+# Removed from Proxmox VE 9: said when they are asked for.
+REMOVED_IN_PVE9 = {
+    'glusterfs': "Proxmox VE 9 has no glusterfs storage type (it drops such sections on its next write: "
+                 "'unsupported type'); mount the volume and use a dir storage, or stay on PVE 8",
+    'maxfiles': "Proxmox VE 9 removed 'maxfiles' (it drops the property); use prune-backups keep-last=N",
+}
 
 
 def check_storage_id(sid):
@@ -415,7 +481,10 @@ def check_string(stype, key, value):
                               % (stype, value, ', '.join(sorted(formats)) or 'none'))
     if prop.check:
         try:
-            prop.check(value)
+            if key == 'content-dirs':
+                prop.check(value, TYPES[stype].content if stype in TYPES else None)
+            else:
+                prop.check(value)
         except SchemaError as e:
             raise SchemaError("property '%s' %s, got %r" % (key, e, value))
     if key == 'path' and stype in ('dir', 'btrfs') and not re.match(r'^/[-/a-zA-Z0-9_.@]+$', value):
@@ -460,4 +529,6 @@ def encode_value(key, value):
         return '1' if value else '0'
     if prop.kind in ('set', 'list'):
         return ','.join(value)
+    if key == 'content-dirs':
+        return ','.join(sorted(value.split(',')))  # PVE::Storage::Plugin::dirs_hash_to_string: sorted
     return str(value)

@@ -14,22 +14,31 @@ short_description: Manage one storage definition in Proxmox VE's /etc/pve/storag
 version_added: 0.1.0
 description:
   - Adds, updates or removes one storage (one section) in C(storage.cfg), the file that
-    Proxmox VE shares between all nodes of a cluster, for every storage type of Proxmox VE 8
-    (C(dir), C(nfs), C(cifs), C(pbs), C(glusterfs), C(zfspool), C(lvm), C(lvmthin), C(iscsi),
-    C(iscsidirect), C(rbd), C(cephfs), C(btrfs), C(zfs) = ZFS over iSCSI, C(esxi)) and for C(pvesan),
-    the storage type of this collection's Proxmox plugin.
-  - Everything is validated before the file is touched, with Proxmox's own rules (read from
-    pve-storage and pve-common) - property names and types per storage type, content types,
-    the storage ID, required properties. A property Proxmox fixes at creation (for example
-    C(vgname), C(pool), C(path), C(server), C(export), C(portal), C(target)) cannot be changed.
+    Proxmox VE shares between all nodes of a cluster, for every storage type of Proxmox VE 9.1
+    (C(dir), C(nfs), C(cifs), C(pbs), C(zfspool), C(lvm), C(lvmthin), C(iscsi), C(iscsidirect),
+    C(rbd), C(cephfs), C(btrfs), C(zfs) = ZFS over iSCSI, C(esxi)) and for C(pvesan), the storage type
+    of this collection's Proxmox plugin. Proxmox VE 9 removed C(glusterfs) and C(maxfiles); they are
+    refused with the reason.
+  - Everything is validated before the file is touched, with Proxmox's own rules, held by the
+    collection's tests to what pve-storage 9.1.7 and pve-common 9.2.1 themselves report and do -
+    property names and types per storage type, content types, the storage ID, required properties.
+    A property Proxmox fixes at creation (for example C(vgname), C(pool), C(path), C(server),
+    C(export), C(portal), C(target), C(snapshot-as-volume-chain) of dir/nfs/cifs, C(api_url) of
+    pvesan) cannot be changed.
+  - What Proxmox fills in when it reads the file is written on creation, so that its next write
+    changes nothing - the type's default C(content), C(shared 1) of a C(pvesan) storage (always
+    shared). A section the module rewrites loses properties Proxmox does not know, as it does when
+    Proxmox writes it.
   - Edits take the cluster lock Proxmox itself takes (C(priv/lock/file-storage_cfg), created with
     mkdir; 10 s to acquire, stale after 120 s, work aborted after 60 s) plus a node-local lock,
     re-read the file under the lock, and replace it atomically (temp file + rename). Other sections
     keep their exact bytes; the changed section is written in Proxmox's canonical form.
   - Secrets are never written to C(storage.cfg); they go where Proxmox keeps them (mode 0600),
     C(priv/storage/<id>.pw) (cifs, pbs, esxi passwords, pvesan C(auth_token)),
-    C(priv/storage/<id>.enc) (pbs encryption key), C(priv/ceph/<id>.keyring) (rbd),
-    C(priv/ceph/<id>.secret) (cephfs). Removing a storage removes its secret files.
+    C(priv/storage/<id>.enc) (pbs encryption key), C(priv/storage/<id>.master.pem) (pbs master public
+    key), C(priv/ceph/<id>.keyring) (rbd), C(priv/ceph/<id>.secret) (cephfs). Removing a storage removes
+    its secret files. A secret given inside I(options) is refused, and masked in every output.
+  - A symlinked C(storage.cfg) stays a symlink; the file it points to is replaced.
   - This module edits files only; it does not mount, log in or activate anything, and it works on
     nodes without C(pvesm) (use I(config_root) to point it at any directory).
 author:
@@ -53,7 +62,7 @@ options:
     description:
       - The storage type. Required to create a storage; when the storage exists it must match.
     type: str
-    choices: [dir, nfs, cifs, pbs, glusterfs, zfspool, lvm, lvmthin, iscsi, iscsidirect, rbd, cephfs, btrfs, zfs, esxi, pvesan]
+    choices: [dir, nfs, cifs, pbs, zfspool, lvm, lvmthin, iscsi, iscsidirect, rbd, cephfs, btrfs, zfs, esxi, pvesan]
   state:
     description:
       - C(present) creates or updates the storage, C(absent) removes it and its secret files.
@@ -64,12 +73,13 @@ options:
     description:
       - Content types the storage may hold, for example C(images), C(rootdir), C(iso), C(vztmpl),
         C(backup), C(snippets), C(import). Checked against what the storage type supports; an empty
-        list means C(none) where the type allows it.
+        list means C(none) where the type allows it. Not given on creation, the type's default
+        (what Proxmox fills in) is written.
     type: list
     elements: str
   nodes:
     description:
-      - Restrict the storage to these cluster nodes.
+      - Restrict the storage to these cluster nodes. An empty list removes the restriction.
     type: list
     elements: str
   disable:
@@ -78,9 +88,9 @@ options:
     type: bool
   shared:
     description:
-      - Mark the storage as shared. Only C(dir), C(lvm), C(btrfs), C(esxi) and C(pvesan) accept it; the
-        network types are always shared. Defaults to C(true) when a C(pvesan) storage is created,
-        because Proxmox cannot know that a custom plugin's storage is shared.
+      - Mark the storage as shared. Only C(dir), C(lvm), C(btrfs) and C(esxi) accept it; the network
+        types and C(pvesan) are always shared (Proxmox overrides C(shared 0) for them), so C(false)
+        is refused there and a C(pvesan) storage gets C(shared 1).
     type: bool
   options:
     description:
@@ -88,7 +98,8 @@ options:
         C(thinpool), C(pool), C(sparse), C(server), C(export), C(prune-backups), C(api_url),
         C(transport_encryption)). Values are checked per type; booleans may be given as YAML booleans.
       - A key with a null value removes that property (optional, non-fixed properties only).
-      - Secrets are not accepted here; use I(password), I(keyring), I(encryption_key) or I(auth_token).
+      - Secrets and keys are not accepted here (and are masked in the output); use I(password),
+        I(keyring), I(encryption_key), I(master_pubkey) or I(auth_token).
       - See C(docs/storage_cfg.md) in the collection for the properties of every type.
     type: dict
     default: {}
@@ -105,6 +116,13 @@ options:
     description:
       - C(pbs) client encryption key, the JSON written by C(proxmox-backup-client key create --kdf none).
         Stored in C(priv/storage/<id>.enc); C(storage.cfg) gets its fingerprint, as Proxmox does.
+    type: str
+  master_pubkey:
+    description:
+      - C(pbs) master public key (RSA, PEM), as PEM text or base64 of it (what C(pvesm) takes). Stored
+        decoded in C(priv/storage/<id>.master.pem) and C(storage.cfg) gets C(master-pubkey 1), as
+        Proxmox's PBS plugin does; backups then carry a copy of the encryption key encrypted with it.
+      - Needs an encryption key (I(encryption_key), or one the storage already has).
     type: str
   auth_token:
     description:
@@ -264,11 +282,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pvesan.storage.plugins.module_utils.files import read_text
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_cluster_lock import LockError, StorageCfgLock
 from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
-    StorageCfgError, StorageCfgFile, desired_props, plan_present, secret_content,
+    StorageCfgError, StorageCfgFile, desired_props, dropped_keys, plan_present, secret_content,
 )
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import TYPES, SchemaError
+from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+    MARKER_PROPS, SECRET_PROPS, TYPES, SchemaError,
+)
 
-SECRET_OPTIONS = ('password', 'keyring', 'encryption_key', 'auth_token')
+SECRET_OPTIONS = ('password', 'keyring', 'encryption_key', 'master_pubkey', 'auth_token')
 PVESM = '/usr/sbin/pvesm'
 PVESAN_PLUGIN = '/usr/share/perl5/PVE/Storage/Custom/PVESANPlugin.pm'
 
@@ -314,10 +334,22 @@ def plan(module, store):
         result['secrets'][store.secret_path(tdef.secrets[option], name)] = content
     if stype == 'esxi' and old is None and p['password'] is None:
         raise SchemaError("an esxi storage needs 'password' when it is created (ESXiPlugin::on_add_hook)")
+    if p['master_pubkey'] is not None and 'encryption-key' not in props and (old is None or 'encryption-key' not in old.props):
+        raise SchemaError("'master-pubkey' can only be used together with 'encryption-key' (PBSPlugin::on_add_hook): "
+                          "give encryption_key too")
+    if p['purge']:
+        # a key file not given goes, and with it the marker storage.cfg keeps for it
+        for option, secret in tdef.secrets.items():
+            if p[option] is None and secret.prop in MARKER_PROPS:
+                props[secret.prop] = None
 
     old, new = plan_present(cfg, name, stype, props, purge=p['purge'])
     if new is not old:
         cfg.set(new)
+        dropped = dropped_keys(old, new)
+        if dropped:
+            module.warn("storage '%s': dropped %s, unknown to Proxmox for type '%s' (Proxmox drops them too when "
+                        "it writes the section)" % (name, ', '.join(repr(k) for k in dropped), stype))
     if tdef.custom and os.path.exists(PVESM) and not os.path.exists(PVESAN_PLUGIN):
         module.warn("%s is missing on this node: Proxmox drops sections of unknown types ('unsupported type') "
                     "whenever it rewrites storage.cfg, so install the plugin (role pvesan.storage.pve_host) on "
@@ -385,6 +417,13 @@ def run(module):
     module.exit_json(**out)
 
 
+def mask_secrets_in_options(module):
+    """A secret given inside ``options`` is refused later; first keep it out of every output and log."""
+    for key, value in (module.params.get('options') or {}).items():
+        if key in SECRET_PROPS and value is not None:
+            module.no_log_values.add(str(value))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -399,13 +438,19 @@ def main():
             password=dict(type='str', no_log=True),
             keyring=dict(type='str', no_log=True),
             encryption_key=dict(type='str', no_log=True),
+            master_pubkey=dict(type='str', no_log=False),
             auth_token=dict(type='str', no_log=True),
             purge=dict(type='bool', default=False),
             config_root=dict(type='path', default='/etc/pve'),
             lock_timeout=dict(type='int', default=10),
         ),
         supports_check_mode=True,
+        # The invocation goes to the managed host's journal only after secrets in `options` are masked.
+        no_log=True,
     )
+    mask_secrets_in_options(module)
+    module.no_log = False
+    module._log_invocation()  # pylint: disable=protected-access
     run(module)
 
 

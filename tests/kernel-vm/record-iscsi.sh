@@ -79,3 +79,52 @@ CONF
     run systemctl stop multipathd
     run rm -f /etc/multipath/conf.d/pvesan.conf
 }
+
+# CHAP and mutual CHAP as the Proxmox plugin sets them up on the kernel-initiator path
+# (roles/pve_host/files/PVESANPlugin.pm, _set_node_chap): the names by `iscsiadm -o update`, the
+# secrets written into the node record file by the plugin's own code (run here with the guest's
+# perl), then real logins against the host's tgtd target with an incoming and an outgoing account
+# (scripts/kernel-vm.sh iscsi_target_up): right secrets, a wrong one, a wrong mutual one.
+# The plugin's _set_node_chap (-o update of the names, the record file, the -S check), by the
+# plugin's own code. Called through rec.
+# shellcheck disable=SC2317  # invoked indirectly (rec "$@")
+set_chap() {
+    # shellcheck disable=SC2154  # repo: set by record.sh, which sources this file
+    perl -I"$repo/tests/perl/lib" -I"$repo/roles/pve_host/files" -e '
+        require PVE::Storage; require "PVESANPlugin.pm";
+        my ($iqn, $portal, $u, $p, $tu, $tp) = @ARGV;
+        $PVE::Storage::Custom::PVESANPlugin::LOGGER = sub { print STDERR "$_[0]\n" };
+        PVE::Storage::Custom::PVESANPlugin::_set_node_chap($iqn, $portal,
+            { user => $u, password => $p, mutual => { user => $tu, password => $tp } });
+        print "ok\n";' "$@"
+}
+
+record_iscsi_chap() {
+    local dir=$ISCSI_CHAP_DIR iqn=${KVM_ISCSI_CHAP_IQN:?} ports=${KVM_ISCSI_PORTS:?}
+    local p1=10.0.2.2:${ports%%,*}
+    local user=${KVM_ISCSI_CHAP_USER:?} pw=${KVM_ISCSI_CHAP_PASSWORD:?}
+    local tuser=${KVM_ISCSI_CHAP_TARGET_USER:?} tpw=${KVM_ISCSI_CHAP_TARGET_PASSWORD:?}
+    echo "== iscsi_chap -> $dir" >&2
+    fresh "$dir"
+    run systemctl start iscsid
+    run iscsiadm -m node -o delete >/dev/null 2>&1
+    rec "$dir" node-new iscsiadm -m node -T "$iqn" -p "$p1" -o new
+    rec "$dir" set-chap set_chap "$iqn" "$p1" "$user" "$pw" "$tuser" "$tpw"
+    rec "$dir" record.ls ls -l "/etc/iscsi/nodes/$iqn"
+    rec "$dir" node-show-secrets iscsiadm -m node -T "$iqn" -p "$p1" -S
+    rec "$dir" node-show iscsiadm -m node -T "$iqn" -p "$p1"
+    rec "$dir" login iscsiadm -m node -T "$iqn" -p "$p1" --login
+    udevadm settle
+    rec "$dir" session iscsiadm -m session
+    rec "$dir" session-P3 iscsiadm -m session -P 3
+    rec "$dir" by-path.ls ls -l /dev/disk/by-path
+    rec "$dir" rescan iscsiadm -m node -T "$iqn" -p "$p1" -R
+    rec "$dir" logout iscsiadm -m node -T "$iqn" -p "$p1" --logout
+    rec "$dir" set-chap-wrong-password set_chap "$iqn" "$p1" "$user" "not-the-secret-000" "$tuser" "$tpw"
+    rec "$dir" login-wrong-password iscsiadm -m node -T "$iqn" -p "$p1" --login
+    rec "$dir" set-chap-wrong-mutual set_chap "$iqn" "$p1" "$user" "$pw" "$tuser" "not-the-target-000"
+    rec "$dir" login-wrong-mutual iscsiadm -m node -T "$iqn" -p "$p1" --login
+    rec "$dir" session-after iscsiadm -m session
+    rec "$dir" node-delete iscsiadm -m node -T "$iqn" -p "$p1" -o delete
+    rec "$dir" record-after.ls ls "/etc/iscsi/nodes"
+}

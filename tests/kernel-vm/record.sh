@@ -12,13 +12,15 @@ set -euo pipefail
 repo=${KVM_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
 cd "$repo"
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs_pool_module zfs lvmthin iscsi)
+[ ${#sections[@]} -gt 0 ] || sections=(zfs_pool zfs_pool_module zfs lvmthin iscsi iscsi_chap)
 
 ZP_DIR=$repo/tests/unit/plugins/module_utils/fixtures/zfs_pool/kernel-vm
 ZFS_DIR=$repo/service/tests/fixtures/backends/zfs
 LVM_DIR=$repo/service/tests/fixtures/backends/lvmthin
 # shellcheck disable=SC2034  # used by record-iscsi.sh
 ISCSI_DIR=$repo/tests/unit/plugins/modules/fixtures/iscsi/kernel-vm
+# shellcheck disable=SC2034  # used by record-iscsi.sh
+ISCSI_CHAP_DIR=$repo/tests/unit/plugins/modules/fixtures/iscsi/kernel-vm-chap
 
 # The checkout's .venv points at the host's Python; the guest runs Debian's python3 (also 3.11)
 # with the .venv's packages, the collection and the service on PYTHONPATH.
@@ -452,6 +454,14 @@ section_iscsi() {
     else
         echo "== iscsi: record-iscsi.sh not next to $0, skipped" >&2
     fi
+}
+
+section_iscsi_chap() {
+    local here
+    here=$(dirname "$0")
+    # shellcheck source=/dev/null
+    . "$here/record-iscsi.sh"
+    record_iscsi_chap
 }
 
 for s in "${sections[@]}"; do

@@ -1,19 +1,38 @@
-# The plugin's declarations against the test double of pve-storage (tests/perl/lib): API version
-# negotiation, properties, shared flag, volume names, token hooks. No service needed.
+# The plugin's declarations against the test double of pve-storage (tests/perl/lib) and the
+# facts recorded from Proxmox's own code: API version negotiation, properties, shared flag,
+# volume names, token hooks, volume_resize of a snapshot. No service needed.
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/../../roles/pve_host/files";
 use File::Temp qw(tempdir);
+use JSON::PP;
 use Test::More;
 
 use PVE::Storage;    # loaded before custom plugins, as in pve-storage
+no warnings 'once';    # package variables of the plugin and the test double
 require_ok('PVESANPlugin.pm');
 my $P = 'PVE::Storage::Custom::PVESANPlugin';
 isa_ok($P, 'PVE::Storage::Plugin');
 
-# --- API version negotiation (PVE 8.4: 11/2, 9.0: 12/3, 13/4, 9.1.6+: 15/6)
-for my $case ([11, 2, 11], [12, 3, 12], [13, 4, 13], [15, 6, 13], [16, 3, 13], [17, 3, 10], [9, 0, 10]) {
+# What Proxmox's own code says (scripts/proxmox-check.sh facts, pve-storage 9.1.7 and 8.3.8/PVE 8.4).
+my $FIXTURES = "$FindBin::Bin/../unit/plugins/module_utils/fixtures/proxmox";
+my %facts = map {
+    open(my $fh, '<', "$FIXTURES/pve-$_.json") or die "$FIXTURES/pve-$_.json: $!";
+    local $/;
+    ($_ => decode_json(<$fh>));
+} qw(9.1 8.4);
+
+# --- API version negotiation. The real loader (PVE/Storage.pm) refuses api() outside
+# APIVER-APIAGE..APIVER and warns "implementing an older storage API" for anything but APIVER.
+for my $rel (sort keys %facts) {
+    my ($ver, $age) = @{ $facts{$rel}->{api} }{qw(APIVER APIAGE)};
+    local $PVE::Storage::TEST_APIVER = $ver;
+    local $PVE::Storage::TEST_APIAGE = $age;
+    is($P->api(), $ver, "PVE $rel (pve-storage $facts{$rel}{sources}{'pve-storage'}{version}, APIVER $ver/APIAGE $age): "
+        . "api() answers APIVER, so the loader does not warn");
+}
+for my $case ([12, 3, 12], [13, 4, 13], [16, 3, 15], [17, 1, 10], [9, 0, 10]) {
     my ($ver, $age, $want) = @$case;
     local $PVE::Storage::TEST_APIVER = $ver;
     local $PVE::Storage::TEST_APIAGE = $age;
@@ -33,16 +52,16 @@ my $props = $P->properties();
 is_deeply([sort keys %$props],
     [qw(api_url auth_token multipath query_exclude query_include service_type ssl_verify_peer transport_encryption)],
     'the driver options of the guide');
-# Property names are global in pve-storage: none may collide with a built-in plugin's property
-# (names from pve-storage src/PVE/Storage/*Plugin.pm, PVE 8.4/9.0).
-my @builtin = qw(path content disable nodes shared format preallocation mkdir create-base-path create-subdirs
-    is_mountpoint server export options username password domain share smbversion subdir volume transport
-    portal target iscsiprovider pool blocksize sparse nowritecache comstar_hg comstar_tg lio_tpg vgname base
-    saferemove saferemove_throughput tagged_only thinpool monhost krbd keyring namespace datastore
-    fingerprint encryption-key master-pubkey port fs-name bwlimit content-dirs prune-backups
-    max-protected-backups maxfiles skip-cert-verification snapshot-as-volume-chain data-pool);
-my %builtin = map { $_ => 1 } @builtin;
-ok(!$builtin{$_}, "property '$_' does not collide with a built-in one") for keys %$props;
+# Property names are one namespace for all plugins: a name a built-in plugin defines makes
+# SectionConfig die ("duplicate property") and no storage loads. Options may only name defined
+# properties ("undefined property"). Both against every release's real property list.
+for my $rel (sort keys %facts) {
+    my $builtin = $facts{$rel}->{schema}->{properties};
+    ok(!exists $builtin->{$_}, "PVE $rel: property '$_' does not collide with a built-in one") for sort keys %$props;
+    for my $o (sort keys %{ $P->options() }) {
+        ok(exists $props->{$o} || exists $builtin->{$o}, "PVE $rel: option '$o' names a defined property");
+    }
+}
 my $opts = $P->options();
 ok($opts->{api_url}->{fixed}, 'api_url is fixed after creation');
 ok($opts->{$_}->{optional}, "$_ optional") for qw(auth_token ssl_verify_peer multipath transport_encryption nodes shared disable content);
@@ -120,6 +139,22 @@ like($@, qr/pvesm set nosuch --auth_token/, 'missing token error tells how to se
     local $PVE::Storage::Custom::PVESANPlugin::TLS_ENDPOINTS = "$dir/missing.json";
     eval { PVE::Storage::Custom::PVESANPlugin::_iscsi_url({ transport_encryption => 'tls' }, $vol) };
     like($@, qr/run the transport_encryption role/, 'tls without the endpoints file says what to do');
+}
+
+# --- CHAP values open-iscsi cannot keep are refused before anything is written or run
+{
+    my $dir = tempdir(CLEANUP => 1);
+    open(my $fh, '>', "$dir/iscsiadm") or die;
+    print $fh "#!/bin/sh\necho \"\$@\" >>$dir/called\nexit 1\n";
+    close($fh);
+    chmod(0755, "$dir/iscsiadm");
+    local $ENV{PATH} = "$dir:$ENV{PATH}";
+    for my $bad (' leading-blank-secret', 'trailing-blank-secret ', "two\nlines-of-secret") {
+        eval { PVE::Storage::Custom::PVESANPlugin::_set_node_chap('iqn.x:y', '10.0.0.1:3260', { user => 'u', password => $bad }) };
+        like($@, qr/one line without leading or trailing blanks/, 'a CHAP secret open-iscsi would change is refused');
+        unlike($@, qr/\Q$bad\E/, 'without the secret in the message');
+    }
+    ok(!-e "$dir/called", 'and iscsiadm was never run');
 }
 
 done_testing();

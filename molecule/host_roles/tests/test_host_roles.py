@@ -158,3 +158,20 @@ def test_volumes_exported(host):
     targets = host.check_output("tgtadm --lld iscsi --mode target --op show")
     for volume in volumes:
         assert re.search(r"(?m)^Target \d+: %s$" % re.escape(volume["iqn"]), targets)
+
+
+# pve_host: the daemons that load storage plugins (stand-ins, prepare.yml)
+
+def test_plugin_change_reloaded_the_running_plugin_daemons_once(host):
+    """converge installed the plugin (one reload of each running daemon), the idempotence run and
+    side_effect changed nothing (no second reload); stopped or missing daemons were not touched."""
+    if not is_node(host):
+        return
+    assert host.file("/usr/share/perl5/PVE/Storage/Custom/PVESANPlugin.pm").exists
+    for unit in ("pvestatd", "pve-ha-lrm"):
+        assert host.service(unit).is_running
+        assert len(host.file("/run/lab-reloads/%s" % unit).content_string.split()) == 1, unit
+    assert not host.service("pve-ha-crm").is_running
+    assert not host.file("/run/lab-reloads/pve-ha-crm").exists
+    for unit in ("pvedaemon", "pveproxy", "pvescheduler"):
+        assert not host.file("/etc/systemd/system/%s.service" % unit).exists

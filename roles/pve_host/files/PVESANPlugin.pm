@@ -6,13 +6,18 @@ package PVE::Storage::Custom::PVESANPlugin;
 # service owns all state. The API token is passed to the CLI in the environment, never on the
 # command line, and is read from /etc/pve/priv/storage/<id>.pw, never from storage.cfg.
 #
-# Data path (`path`):
-#   multipath 0 (default) - iscsi://<portal>/<iqn>/<lun> for QEMU's built-in libiscsi: no host
-#                           state, no login, works for VM disks only; one portal.
-#   multipath 1           - open-iscsi logs in to every portal on activate_volume and `path` is
-#                           the dm-multipath device (/dev/mapper/<wwid>), or the by-path device
-#                           when only one path exists: needed for containers (rootdir) and for
-#                           surviving the loss of one storage network.
+# Data path, per volume (docs/guide.md, "Data path"):
+#   QEMU's libiscsi      - a volume without CHAP on a storage with multipath 0 (the default
+#                          before CHAP became the tenant default): `path` is
+#                          iscsi://<portal>/<iqn>/<lun>, `qemu_blockdev_options` the `iscsi`
+#                          driver with the node's initiator name. No host state, one portal.
+#   the kernel initiator - every volume whose export has CHAP, and every volume of a storage
+#                          with multipath 1: activate_volume writes open-iscsi node records
+#                          (CHAP secrets into the record file, never on a command line) and
+#                          logs in; `path` is the dm-multipath map (multipath 1) or the by-path
+#                          device, QEMU gets a `host_device`. Proxmox VE 9 cannot hand CHAP to
+#                          QEMU's iscsi driver (`user`/`password-secret` are not in pve-storage's
+#                          $allowed_qemu_blockdev_options), so CHAP always takes this path.
 # With transport_encryption tls, portals are replaced by the local stunnel endpoints listed in
 # /etc/pvesan/tls-endpoints.json (role transport_encryption).
 #
@@ -22,22 +27,32 @@ package PVE::Storage::Custom::PVESANPlugin;
 use strict;
 use warnings;
 
+use Digest::SHA qw(sha256_hex);
+use Fcntl qw(O_WRONLY O_CREAT O_EXCL);
+use File::Path qw(make_path);
 use IPC::Open3 qw(open3);
 use JSON::PP;
+use POSIX ();
 use Symbol qw(gensym);
 use Sys::Syslog qw(openlog syslog);
+use Time::HiRes ();
+use Time::Local qw(timegm);
 
 use PVE::Storage::Plugin;
 
 use base qw(PVE::Storage::Plugin);
 
-our $VERSION = '1.0.0';
+our $VERSION = '1.1.0';
 
 # Overridable by tests (and by admins who install the CLI elsewhere).
 our $PVESAN_CLI = $ENV{PVESAN_CLI} // '/usr/local/bin/pvesan';
 our $PRIV_DIR = '/etc/pve/priv/storage';
 our $TLS_ENDPOINTS = '/etc/pvesan/tls-endpoints.json';
 our $DEV_DIR = '/dev';    # udev's device links (by-path, dm-multipath maps) are below it
+our $ISCSI_NODES_DIR = '/etc/iscsi/nodes';    # open-iscsi's node records
+our $INITIATOR_NAME_FILE = '/etc/iscsi/initiatorname.iscsi';
+our $STATUS_CACHE_DIR = '/run/pvesan';
+our $STATUS_TTL = 5;      # seconds; pvestatd asks every 10 s, so each of its runs gets fresh numbers
 our $CLI_TIMEOUT = 45;    # cluster storage lock work is killed after 60 s
 our $LOGGER = sub { my ($msg) = @_; openlog('pvesan', 'pid', 'daemon'); syslog('info', '%s', $msg); };
 
@@ -45,11 +60,13 @@ our $LOGGER = sub { my ($msg) = @_; openlog('pvesan', 'pid', 'daemon'); syslog('
 my %SECRET_KEY = map { $_ => 1 } qw(auth_token token password secret chap_password mutual_password);
 
 # ---------------------------------------------------------------------------------------------
-# API version negotiation (pve-storage PVE/Storage.pm: APIVER, APIAGE).
-# Tested with APIVER 10 (PVE 7.1) .. 13 (PVE 9.0); newer versions accept us while
+# API version negotiation (pve-storage PVE/Storage.pm: APIVER, APIAGE; ApiChangeLog).
+# Implemented: 10 .. 15 (PVE 7.1 .. 9.1): qemu_blockdev_options with snapshot-name, rename_snapshot
+# and volume_qemu_snapshot_method (12), $hints (13), get_identity (14), $snapname in
+# volume_resize and volume_snapshot_info (15). Newer versions accept us while
 # APIVER - APIAGE <= $TESTED_APIVER, so we answer $TESTED_APIVER there.
 my $MIN_APIVER = 10;
-my $TESTED_APIVER = 13;
+my $TESTED_APIVER = 15;
 
 sub api {
     my $apiver = eval { PVE::Storage::APIVER() } // $TESTED_APIVER;
@@ -60,14 +77,17 @@ sub api {
     return $MIN_APIVER;    # far newer, beyond its compatibility window: refused, with the reason
 }
 
-# A shared storage: PVE marks the types in @SHARED_STORAGE as shared in parse_config, so the
-# admin needs no `shared 1` (the driver guide's open question). The list is a package variable
-# of PVE::Storage::Plugin; joining it is how other custom plugins do the same.
+# A shared storage: PVE marks the types in @SHARED_STORAGE as shared in parse_config (and
+# overrides `shared 0`), so the admin needs no `shared 1`. The list is a package variable of
+# PVE::Storage::Plugin; joining it is how other custom plugins do the same.
 push @PVE::Storage::Plugin::SHARED_STORAGE, 'pvesan'
     if !grep { $_ eq 'pvesan' } @PVE::Storage::Plugin::SHARED_STORAGE;
 
 sub type { return 'pvesan'; }
 
+# The declarations below are the one description of the `pvesan` type: the collection's
+# pve_storage module reads the same (tests/unit/plugins/module_utils/test_pve_storage_schema.py
+# compares them with plugins/module_utils/pve_storage_schema.py).
 sub plugindata {
     return {
         content => [{ images => 1, rootdir => 1, none => 1 }, { images => 1 }],
@@ -176,17 +196,21 @@ sub _read_token {
     return $token;
 }
 
+# Write a file atomically (temp file + rename) with mode 0600.
+sub _write_private {
+    my ($file, $content) = @_;
+    my $tmp = "$file.tmp.$$";
+    unlink($tmp);
+    sysopen(my $fh, $tmp, O_WRONLY | O_CREAT | O_EXCL, 0600) or die "cannot write $tmp: $!\n";
+    print $fh $content;
+    close($fh) or do { unlink($tmp); die "cannot write $tmp: $!\n"; };
+    rename($tmp, $file) or do { unlink($tmp); die "cannot rename $tmp to $file: $!\n"; };
+}
+
 sub _write_token {
     my ($storeid, $token) = @_;
-    mkdir $PRIV_DIR, 0700 if !-d $PRIV_DIR;
-    my $file = _token_file($storeid);
-    my $tmp = "$file.tmp.$$";
-    my $old = umask(077);
-    open(my $fh, '>', $tmp) or do { umask($old); die "cannot write $tmp: $!\n"; };
-    umask($old);
-    print $fh "$token\n";
-    close($fh) or die "cannot write $tmp: $!\n";
-    rename($tmp, $file) or die "cannot rename $tmp to $file: $!\n";
+    make_path($PRIV_DIR, { mode => 0700 }) if !-d $PRIV_DIR;
+    _write_private(_token_file($storeid), "$token\n");
 }
 
 sub _delete_token {
@@ -238,7 +262,8 @@ sub _cli {
         my $msg = (ref($data) eq 'HASH' && ref($data->{error}) eq 'HASH' && $data->{error}->{message})
             || $err || $out || "exit code $rc";
         chomp $msg;
-        die "pvesan storage '$storeid': pvesan @args: $msg\n";
+        my $e = "pvesan storage '$storeid': pvesan @args: $msg\n";
+        die $rc == 3 ? PVE::Storage::Custom::PVESANPlugin::NotFound->new($e) : $e;
     }
     die "pvesan storage '$storeid': pvesan @args: output is not JSON: $out\n" if $out =~ /\S/ && !defined($data);
     return $data;
@@ -262,6 +287,41 @@ sub _placement {
     return @opts;
 }
 
+# `pvesan status` of a storage, shared by every process on the node for $STATUS_TTL seconds
+# (pvestatd, the API daemons and every pvesm/qm run call activate_storage and status; one call
+# serves them all). Failures are remembered as well, so a down service is not asked by every
+# caller. The cache key covers every input of the call (URL, verification and CA, placement,
+# token): a changed setting is a miss.
+our %STATUS_MEMO;    # this process's copy
+
+sub _status {
+    my ($storeid, $scfg) = @_;
+    my $key = sha256_hex(join("\0", $scfg->{api_url} // '', $scfg->{ssl_verify_peer} // 1,
+        $ENV{PVESAN_CA} // '', _placement($scfg), _read_token($storeid)));
+    my $now = Time::HiRes::time();
+    my $file = "$STATUS_CACHE_DIR/status-$storeid.json";
+    my $entry = $STATUS_MEMO{$storeid};
+    if (!$entry || $entry->{key} ne $key || $now - $entry->{time} >= $STATUS_TTL) {
+        $entry = eval {
+            open(my $fh, '<', $file) or die;
+            local $/;
+            decode_json(<$fh>);
+        };
+    }
+    if (!$entry || ($entry->{key} // '') ne $key || $now - $entry->{time} >= $STATUS_TTL || $entry->{time} > $now) {
+        my $st = eval { _cli($storeid, $scfg, 'status', _placement($scfg)) };
+        my $err = $@;
+        $entry = { key => $key, time => $now, ($err ? (error => "$err") : (status => $st)) };
+        eval {
+            make_path($STATUS_CACHE_DIR, { mode => 0700 }) if !-d $STATUS_CACHE_DIR;
+            _write_private($file, encode_json($entry));
+        };    # not writable (e.g. not root): this process still keeps it
+    }
+    $STATUS_MEMO{$storeid} = $entry;
+    die $entry->{error} if defined($entry->{error});
+    return $entry->{status};
+}
+
 sub _volume_show {
     my ($storeid, $scfg, $name) = @_;
     return _cli($storeid, $scfg, 'volume', 'show', $name);
@@ -278,6 +338,14 @@ sub _service_name {
     my ($class, $volname) = @_;
     my (undef, $name) = $class->parse_volname($volname);
     return $name;
+}
+
+# ISO 8601 UTC (the service's timestamps) -> seconds since the epoch.
+sub _epoch {
+    my ($iso) = @_;
+    return undef if !defined($iso);
+    my ($y, $m, $d, $H, $M, $S) = $iso =~ /^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)/ or return undef;
+    return timegm($S, $M, $H, $d, $m - 1, $y);
 }
 
 sub _tls_endpoints {
@@ -316,38 +384,227 @@ sub _export_info {
     return ($iqn, $lun, $export);
 }
 
-sub _iscsi_url {
-    my ($scfg, $vol) = @_;
-    my ($iqn, $lun, $export) = _export_info($vol);
-    my ($portal) = _portals($scfg, $vol);
-    my $auth = '';
-    if (my $chap = $export->{chap}) {
-        # libiscsi takes CHAP credentials only in the URL; see docs/guide.md (known limits)
-        $auth = "$chap->{user}%$chap->{password}@" if $chap->{user};
-    }
-    return "iscsi://$auth$portal/$iqn/$lun";
+# CHAP credentials of an export, or undef. The service hands the secrets to read-write tokens
+# only; a read-only token sees the user without a password.
+sub _chap {
+    my ($vol) = @_;
+    my $chap = ($vol->{export} // $vol)->{chap};
+    return undef if ref($chap) ne 'HASH' || !defined($chap->{user});
+    die "pvesan: volume '$vol->{name}' has CHAP, but the service gave no CHAP password to this "
+        . "storage's token (a read-only token?); the storage needs a read-write token\n"
+        if !defined($chap->{password}) || (ref($chap->{mutual}) eq 'HASH' && !defined($chap->{mutual}->{password}));
+    return $chap;
 }
 
+# Which data path a volume takes (see the header): the kernel initiator or QEMU's libiscsi.
+sub _uses_kernel {
+    my ($scfg, $vol) = @_;
+    return $scfg->{multipath} || defined(_chap($vol)) ? 1 : 0;
+}
+
+# The node's iSCSI initiator name, read like qemu-server's get_iscsi_initiator_name.
+sub _initiator_name {
+    open(my $fh, '<', $INITIATOR_NAME_FILE) or return undef;
+    while (defined(my $line = <$fh>)) {
+        return $1 if $line =~ m/^\s*InitiatorName\s*=\s*([\.\-:\w]+)/;
+    }
+    return undef;
+}
+
+sub _iscsi_url {
+    my ($scfg, $vol) = @_;
+    my ($iqn, $lun) = _export_info($vol);
+    my ($portal) = _portals($scfg, $vol);
+    return "iscsi://$portal/$iqn/$lun";
+}
+
+# libiscsi options of a volume without CHAP, as QEMU's -blockdev takes them. QEMU ignores
+# `-iscsi initiator-name=...` (which qemu-server passes) for -blockdev; the node's name has to be
+# in the options, or initiator ACLs, which list the nodes' names, refuse the login.
+sub _libiscsi_options {
+    my ($scfg, $vol) = @_;
+    my ($iqn, $lun) = _export_info($vol);
+    my ($portal) = _portals($scfg, $vol);
+    my $opts = { driver => 'iscsi', transport => 'tcp', portal => $portal, target => $iqn, lun => $lun + 0 };
+    my $initiator = _initiator_name();
+    $opts->{'initiator-name'} = $initiator if defined($initiator);
+    return $opts;
+}
+
+# Run a command; returns its output (stdout and stderr). %opt: quiet => 1 keeps the output out
+# of the error message (for commands that print secrets).
 sub _run {
-    my (@cmd) = @_;
-    _log_call('exec', join(' ', @cmd));
-    my $pid = open3(my $in, my $out, undef, @cmd);
+    my ($cmd, %opt) = @_;
+    _log_call('exec', join(' ', @$cmd));
+    my $pid = open3(my $in, my $out, undef, @$cmd);
     close($in);
     local $/;
     my $text = <$out> // '';
     waitpid($pid, 0);
-    die "'@cmd' failed: $text\n" if $? != 0;
+    my $rc = $? >> 8;
+    if ($? != 0) {
+        die "'@$cmd' failed (exit code $rc)\n" if $opt{quiet};
+        die "'@$cmd' failed: $text\n";
+    }
     return $text;
 }
 
-# Kernel initiator path: one by-path device per portal, the multipath map over them if any.
+# ---------------------------------------------------------------------------------------------
+# The kernel initiator (open-iscsi + dm-multipath)
+
+# Portals the kernel initiator logs in to: all with multipath, else the first.
+sub _kernel_portals {
+    my ($scfg, $vol) = @_;
+    my @portals = _portals($scfg, $vol);
+    return $scfg->{multipath} ? @portals : ($portals[0]);
+}
+
+sub _wwid {
+    my ($vol) = @_;
+    return $vol->{wwid} // ($vol->{export} // {})->{wwid};
+}
+
+# One by-path device per portal, the multipath map over them if any.
 sub _kernel_device {
     my ($scfg, $vol) = @_;
     my ($iqn, $lun) = _export_info($vol);
-    my @devs = map { "$DEV_DIR/disk/by-path/ip-$_-iscsi-$iqn-lun-$lun" } _portals($scfg, $vol);
-    my $wwid = $vol->{wwid} // ($vol->{export} // {})->{wwid};
+    my @devs = map { "$DEV_DIR/disk/by-path/ip-$_-iscsi-$iqn-lun-$lun" } _kernel_portals($scfg, $vol);
+    my $wwid = _wwid($vol);
     return "$DEV_DIR/mapper/$wwid" if $scfg->{multipath} && $wwid && -b "$DEV_DIR/mapper/$wwid";
     return $devs[0];
+}
+
+# open-iscsi's record file of a node: <nodes>/<iqn>/<host>,<port>[,<tpgt>] is a file (made by
+# `-o new`) or a directory with one file per iface (made by discovery).
+sub _node_record_file {
+    my ($iqn, $portal) = @_;
+    my ($host, $port) = $portal =~ /^\[?(.*?)\]?:(\d+)$/ or die "pvesan: bad portal '$portal'\n";
+    my $dir = "$ISCSI_NODES_DIR/$iqn";
+    opendir(my $dh, $dir) or die "pvesan: no open-iscsi node record for $iqn in $ISCSI_NODES_DIR ($!)\n";
+    my @found = grep { /^\Q$host\E,\Q$port\E(?:,-?\d+)?$/ } readdir($dh);
+    closedir($dh);
+    die "pvesan: expected one open-iscsi node record for $iqn at $portal in $dir, found "
+        . scalar(@found) . "\n" if @found != 1;
+    my $file = "$dir/$found[0]";
+    $file = "$file/default" if -d $file;
+    die "pvesan: open-iscsi node record $file is missing\n" if !-f $file;
+    return $file;
+}
+
+# CHAP of a node record. Names go through `iscsiadm -o update`; the secrets are written into the
+# record file itself (0600, root), so that no password is ever on a command line (where any user
+# of the node can read it in /proc/<pid>/cmdline while iscsiadm runs). iscsiadm reads the record
+# at every login and hands it to iscsid over its socket. `iscsiadm -S` then shows what open-iscsi
+# itself parsed, which is checked against what was meant.
+sub _set_node_chap {
+    my ($iqn, $portal, $chap) = @_;
+    my @node = ('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal);
+    my $mutual = ref($chap->{mutual}) eq 'HASH' ? $chap->{mutual} : undef;
+    my %want = (
+        'node.session.auth.authmethod' => 'CHAP',
+        'node.session.auth.username' => $chap->{user},
+        'node.session.auth.password' => $chap->{password},
+        'node.session.auth.username_in' => $mutual ? $mutual->{user} : '',
+        'node.session.auth.password_in' => $mutual ? $mutual->{password} : '',
+    );
+    for my $v (values %want) {
+        die "pvesan: CHAP values must be one line without leading or trailing blanks\n"
+            if $v =~ /[\r\n]/ || $v =~ /^\s|\s$/;
+    }
+    my @names = ('node.session.auth.authmethod', 'node.session.auth.username');
+    push @names, 'node.session.auth.username_in' if $mutual;
+    _run([@node, '-o', 'update', map { ('-n', $_, '-v', $want{$_}) } @names]);
+
+    my $file = _node_record_file($iqn, $portal);
+    open(my $fh, '<', $file) or die "pvesan: cannot read $file: $!\n";
+    my @lines = grep { !/^node\.session\.auth\.(?:password|password_in|username_in)\s*=/ } <$fh>;
+    close($fh);
+    my @secret = ("node.session.auth.password = $want{'node.session.auth.password'}\n");
+    push @secret, "node.session.auth.username_in = $want{'node.session.auth.username_in'}\n",
+        "node.session.auth.password_in = $want{'node.session.auth.password_in'}\n" if $mutual;
+    my ($end) = grep { $lines[$_] =~ /^# END RECORD/ } 0 .. $#lines;
+    splice(@lines, $end // scalar(@lines), 0, @secret);
+    _write_private($file, join('', @lines));
+
+    my %got = map { /^(node\.session\.auth\.\S+) = (.*)$/ ? ($1, $2) : () }
+        split(/\n/, _run([@node, '-S'], quiet => 1));
+    for my $k (sort keys %want) {
+        my $v = ($got{$k} // '') eq '<empty>' ? '' : $got{$k} // '';
+        die "pvesan: open-iscsi did not take $k for $iqn at $portal from $file\n" if $v ne $want{$k};
+    }
+}
+
+sub _sessions {
+    my $out = eval { _run(['iscsiadm', '-m', 'session']) } // '';    # exit 21: no sessions
+    return [grep { /^\S+: \[\d+\] / } split(/\n/, $out)];
+}
+
+sub _has_session {
+    my ($sessions, $iqn, $portal) = @_;
+    (my $p = $portal) =~ s/:(\d+)$/:$1,/;    # "tcp: [1] 10.0.2.2:13291,1 iqn... (non-flash)"
+    return scalar(grep { index($_, " $p") >= 0 && / \Q$iqn\E(?: |$)/ } @$sessions);
+}
+
+# Whether this node is logged in on every path the volume uses.
+sub _kernel_active {
+    my ($scfg, $vol) = @_;
+    my ($iqn) = _export_info($vol);
+    my $sessions = _sessions();
+    return !grep { !_has_session($sessions, $iqn, $_) } _kernel_portals($scfg, $vol);
+}
+
+sub _kernel_login {
+    my ($scfg, $vol) = @_;
+    my ($iqn) = _export_info($vol);
+    my $chap = _chap($vol);
+    my $sessions = _sessions();
+    for my $portal (_kernel_portals($scfg, $vol)) {
+        next if _has_session($sessions, $iqn, $portal);
+        my @node = ('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal);
+        _run([@node, '-o', 'new']);
+        eval {
+            _set_node_chap($iqn, $portal, $chap) if $chap;
+            _run([@node, '--login']);
+        };
+        if (my $err = $@) {
+            eval { _run([@node, '-o', 'delete']) };    # no record (and no secret) left behind
+            die $err;
+        }
+    }
+    my $dev = _kernel_device($scfg, $vol);
+    for (1 .. 50) {    # udev creates the device links asynchronously
+        last if -b $dev;
+        select(undef, undef, undef, 0.1);
+    }
+    die "pvesan: $dev did not appear after the iSCSI login\n" if !-b $dev;
+}
+
+# Flush the map, log out, and drop the node records (with CHAP, the secrets leave the disk).
+sub _kernel_logout {
+    my ($scfg, $vol) = @_;
+    my ($iqn) = _export_info($vol);
+    my $wwid = _wwid($vol);
+    eval { _run(['multipath', '-f', $wwid]) } if $scfg->{multipath} && $wwid && -b "$DEV_DIR/mapper/$wwid";
+    for my $portal (_portals($scfg, $vol)) {
+        my @node = ('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal);
+        eval { _run([@node, '--logout']) };
+        eval { _run([@node, '-o', 'delete']) };
+    }
+}
+
+# After a resize: the kernel re-reads the capacity of every logged-in path, dm-multipath the map.
+sub _kernel_rescan {
+    my ($scfg, $vol) = @_;
+    my ($iqn) = _export_info($vol);
+    my $sessions = _sessions();
+    my $rescanned = 0;
+    for my $portal (_kernel_portals($scfg, $vol)) {
+        next if !_has_session($sessions, $iqn, $portal);
+        _run(['iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal, '-R']);
+        $rescanned++;
+    }
+    my $wwid = _wwid($vol);
+    _run(['multipathd', 'resize', 'map', $wwid]) if $rescanned && $scfg->{multipath} && $wwid && -b "$DEV_DIR/mapper/$wwid";
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +637,46 @@ sub on_delete_hook {
     my ($class, $storeid, $scfg) = @_;
     _log_call('on_delete_hook', $storeid);
     _delete_token($storeid);
+    unlink("$STATUS_CACHE_DIR/status-$storeid.json");
     return undef;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+
+sub status {
+    my ($class, $storeid, $scfg, $cache) = @_;
+    _log_call('status', $storeid);
+    my $st = _status($storeid, $scfg);
+    # real capacity of the pools this storage allocates from, capped by the tenant's quota
+    my ($total, $used, $avail) = map { ($_ // 0) + 0 } @$st{qw(total used available)};
+    return ($total, $avail, $used, $st->{active} ? 1 : 0);
+}
+
+# Nothing to set up on the node (volumes are activated one by one); the (cached) status call
+# makes a wrong URL, certificate or token fail here, with the reason.
+sub activate_storage {
+    my ($class, $storeid, $scfg, $cache) = @_;
+    _log_call('activate_storage', $storeid);
+    _status($storeid, $scfg);
+    return 1;
+}
+
+sub deactivate_storage {
+    my ($class, $storeid, $scfg, $cache) = @_;
+    _log_call('deactivate_storage', $storeid);
+    return 1;
+}
+
+# API 14: the service's own id (its database's), the same for every storage.cfg entry and
+# every node that reaches the same service.
+sub get_identity {
+    my ($class, $scfg, $storeid) = @_;
+    _log_call('get_identity', $storeid);
+    my $id = _status($storeid, $scfg)->{instance_id};
+    die "pvesan storage '$storeid': the service reports no instance_id (pvesan-service older than this plugin)\n"
+        if !defined($id) || $id eq '';
+    return "$id";
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +716,8 @@ sub free_image {
     my ($class, $storeid, $scfg, $volname, $isBase, $format) = @_;
     _log_call('free_image', $storeid, $volname, $isBase);
     my $name = $class->_service_name($volname);
-    $class->deactivate_volume($storeid, $scfg, $volname, undef, {}) if $scfg->{multipath};
+    my $vol = _volume_show($storeid, $scfg, $name);
+    _kernel_logout($scfg, $vol) if _uses_kernel($scfg, $vol);
     _cli($storeid, $scfg, 'volume', 'delete', $name);
     return undef;
 }
@@ -451,50 +748,36 @@ sub list_images {
             size => $vol->{size} + 0,
             used => ($vol->{allocated} // $vol->{size}) + 0,
             vmid => $owner,
+            ctime => _epoch($vol->{created_at}),
             ($origin ? (parent => $origin) : ()),
         };
     }
     return $res;
 }
 
-sub status {
-    my ($class, $storeid, $scfg, $cache) = @_;
-    _log_call('status', $storeid);
-    my $st = _cli($storeid, $scfg, 'status', _placement($scfg));
-    # real capacity of the pools this storage allocates from, capped by the tenant's quota
-    my ($total, $used, $avail) = map { ($_ // 0) + 0 } @$st{qw(total used available)};
-    return ($total, $avail, $used, $st->{active} ? 1 : 0);
-}
-
-sub activate_storage {
-    my ($class, $storeid, $scfg, $cache) = @_;
-    _log_call('activate_storage', $storeid);
-    # one cheap authenticated call: a wrong URL, certificate or token fails here with the reason
-    return 1 if $cache->{"pvesan-$storeid-active"};
-    _cli($storeid, $scfg, 'status');
-    $cache->{"pvesan-$storeid-active"} = 1;
-    return 1;
-}
-
-sub deactivate_storage {
-    my ($class, $storeid, $scfg, $cache) = @_;
-    _log_call('deactivate_storage', $storeid);
-    return 1;
+# The storage id of a storage.cfg section: base-class code calls filesystem_path($scfg, ...)
+# without one, and the parser never puts it into $scfg.
+sub _storeid_of {
+    my ($scfg) = @_;
+    return $scfg->{storage} if defined($scfg->{storage});
+    my $ids = eval { PVE::Storage::config()->{ids} } // {};
+    my $flat = sub {    # a section as text: its keys and values, hashes (content, nodes) sorted
+        my ($s) = @_;
+        return join("\n", map {
+            my $v = $s->{$_};
+            "$_=" . (ref($v) eq 'HASH' ? join(',', sort keys %$v) : $v // '')
+        } sort grep { $_ ne 'storage' && $_ ne 'digest' } keys %$s);
+    };
+    my $want = $flat->($scfg);
+    my @same = grep { ref($ids->{$_}) && $flat->($ids->{$_}) eq $want } sort keys %$ids;
+    die "pvesan: cannot tell which storage this is (" . (@same ? "@same" : 'none')
+        . " in storage.cfg match its settings)\n" if @same != 1;
+    return $same[0];
 }
 
 sub filesystem_path {
     my ($class, $scfg, $volname, $snapname) = @_;
-    die "pvesan: snapshots are not accessible as block devices ($volname\@$snapname)\n" if defined($snapname);
-    my (undef, $name, $vmid) = $class->parse_volname($volname);
-    my $storeid = $scfg->{storage} // die "pvesan: filesystem_path called without storage id\n";
-    my $path = _path_of($storeid, $scfg, $name);
-    return wantarray ? ($path, $vmid, 'images') : $path;
-}
-
-sub _path_of {
-    my ($storeid, $scfg, $name) = @_;
-    my $vol = _volume_show($storeid, $scfg, $name);
-    return $scfg->{multipath} ? _kernel_device($scfg, $vol) : _iscsi_url($scfg, $vol);
+    return $class->path($scfg, $volname, _storeid_of($scfg), $snapname);
 }
 
 sub path {
@@ -502,28 +785,24 @@ sub path {
     _log_call('path', $storeid, $volname, $snapname);
     die "pvesan: snapshots are not accessible as block devices ($volname\@$snapname)\n" if defined($snapname);
     my (undef, $name, $vmid) = $class->parse_volname($volname);
-    my $path = _path_of($storeid, $scfg, $name);
+    my $vol = _volume_show($storeid, $scfg, $name);
+    my $path = _uses_kernel($scfg, $vol) ? _kernel_device($scfg, $vol) : _iscsi_url($scfg, $vol);
     return wantarray ? ($path, $vmid, 'images') : $path;
 }
 
-# PVE 9 (API 12+) attaches disks with -blockdev: describe the libiscsi export, since the
-# default implementation only knows files and host devices.
+# PVE 9 (API 12+) attaches disks with -blockdev; what is returned must pass pve-storage's
+# $allowed_qemu_blockdev_options (file/host_device: filename; iscsi: transport, portal, target,
+# lun, initiator-name, header-digest, timeout).
 sub qemu_blockdev_options {
     my ($class, $scfg, $storeid, $volname, $machine_version, $options) = @_;
     _log_call('qemu_blockdev_options', $storeid, $volname);
+    my $snap = $options->{'snapshot-name'};
+    die "pvesan: snapshot '$snap' of '$volname' cannot be attached: the service exports volumes, "
+        . "not snapshots (clone the snapshot to a volume instead)\n" if defined($snap) && $snap ne 'current';
     my $name = $class->_service_name($volname);
     my $vol = _volume_show($storeid, $scfg, $name);
-    if ($scfg->{multipath}) {
-        return { driver => 'host_device', filename => _kernel_device($scfg, $vol) };
-    }
-    my ($iqn, $lun, $export) = _export_info($vol);
-    my ($portal) = _portals($scfg, $vol);
-    my $opts = { driver => 'iscsi', transport => 'tcp', portal => $portal, target => $iqn, lun => $lun + 0 };
-    if (my $chap = $export->{chap}) {
-        $opts->{user} = $chap->{user};
-        $opts->{'password-secret'} = $chap->{password_secret} if $chap->{password_secret};
-    }
-    return $opts;
+    return { driver => 'host_device', filename => _kernel_device($scfg, $vol) } if _uses_kernel($scfg, $vol);
+    return _libiscsi_options($scfg, $vol);
 }
 
 sub activate_volume {
@@ -532,36 +811,17 @@ sub activate_volume {
     die "pvesan: snapshots cannot be activated ($volname\@$snapname)\n" if defined($snapname);
     my $name = $class->_service_name($volname);
     my $vol = _volume_show($storeid, $scfg, $name);    # fails with a clear message if it is gone
-    return 1 if !$scfg->{multipath};
-
-    my ($iqn) = _export_info($vol);
-    for my $portal (_portals($scfg, $vol)) {
-        my @node = ('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal);
-        _run(@node, '-o', 'new');
-        my $session = eval { _run('iscsiadm', '-m', 'session') } // '';
-        _run(@node, '--login') if index($session, "$portal,") < 0 || index($session, $iqn) < 0;
-    }
-    my $dev = _kernel_device($scfg, $vol);
-    for (1 .. 50) {    # udev creates the device links asynchronously
-        last if -b $dev;
-        select(undef, undef, undef, 0.1);
-    }
-    die "pvesan: $dev did not appear after the iSCSI login\n" if !-b $dev;
+    _kernel_login($scfg, $vol) if _uses_kernel($scfg, $vol);
     return 1;
 }
 
 sub deactivate_volume {
     my ($class, $storeid, $scfg, $volname, $snapname, $cache) = @_;
     _log_call('deactivate_volume', $storeid, $volname, $snapname);
-    return 1 if !$scfg->{multipath} || defined($snapname);
+    return 1 if defined($snapname);
     my $name = $class->_service_name($volname);
     my $vol = eval { _volume_show($storeid, $scfg, $name) } or return 1;
-    my ($iqn) = _export_info($vol);
-    my $wwid = $vol->{wwid} // ($vol->{export} // {})->{wwid};
-    eval { _run('multipath', '-f', $wwid) } if $wwid && -b "$DEV_DIR/mapper/$wwid";
-    for my $portal (_portals($scfg, $vol)) {
-        eval { _run('iscsiadm', '-m', 'node', '-T', $iqn, '-p', $portal, '--logout') };
-    }
+    _kernel_logout($scfg, $vol) if _uses_kernel($scfg, $vol);
     return 1;
 }
 
@@ -571,15 +831,20 @@ sub volume_size_info {
     my ($vtype, $name, $vmid, $basename) = $class->parse_volname($volname);
     my $vol = _volume_show($storeid, $scfg, $name);
     my $size = $vol->{size} + 0;
+    # bytes the volume takes in its pool; the whole size when the backend cannot tell
     my $used = ($vol->{allocated} // $vol->{size}) + 0;
-    return wantarray ? ($size, 'raw', $used, $basename, $vol->{created_at}) : $size;
+    return wantarray ? ($size, 'raw', $used, $basename, _epoch($vol->{created_at})) : $size;
 }
 
 sub volume_resize {
-    my ($class, $scfg, $storeid, $volname, $size, $running) = @_;
-    _log_call('volume_resize', $storeid, $volname, $size, $running);
+    my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
+    _log_call('volume_resize', $storeid, $volname, $size, $running, $snapname);
+    # API 15: only snapshot-as-volume-chain storages resize snapshots
+    die "pvesan: cannot resize snapshot '$snapname' of '$volname': snapshots keep the size they were taken with\n"
+        if defined($snapname);
     my $name = $class->_service_name($volname);
-    _cli($storeid, $scfg, 'volume', 'resize', $name, $size);    # bytes; the service refuses to shrink
+    my $vol = _cli($storeid, $scfg, 'volume', 'resize', $name, $size);    # bytes; the service refuses to shrink
+    _kernel_rescan($scfg, $vol) if ref($vol) eq 'HASH' && $vol->{export} && _uses_kernel($scfg, $vol);
     return undef;
 }
 
@@ -592,6 +857,137 @@ sub rename_volume {
     die "volume '$storeid:$target_volname' already exists\n" if _volume_exists($storeid, $scfg, $target_volname);
     _cli($storeid, $scfg, 'volume', 'rename', $name, $target_volname);
     return "$storeid:" . ($basename ? "$basename/$target_volname" : $target_volname);
+}
+
+# ---------------------------------------------------------------------------------------------
+# Export and import (storage_migrate: offline migration and `qm disk move` to and from another
+# storage type, remote migration of stopped guests): raw+size, the 8-byte little-endian size of
+# pve-storage's common header followed by the raw data. The data goes through the volume's own
+# data path: dd on the kernel device, or nbdcopy over qemu-nbd's libiscsi client.
+
+sub volume_export_formats {
+    my ($class, $scfg, $storeid, $volname, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    return () if defined($snapshot) || defined($base_snapshot) || $with_snapshots;
+    return ('raw+size');
+}
+
+sub volume_import_formats {
+    my ($class, $scfg, $storeid, $volname, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    return () if defined($base_snapshot) || $with_snapshots;
+    return ('raw+size');
+}
+
+# Run $code with the volume's kernel device present: logged in for it, and out again after if
+# the node was not logged in before (a guest that uses it keeps its sessions).
+sub _with_kernel_device {
+    my ($scfg, $vol, $code) = @_;
+    my $was_active = _kernel_active($scfg, $vol);
+    _kernel_login($scfg, $vol) if !$was_active;
+    eval { $code->() };
+    my $err = $@;
+    _kernel_logout($scfg, $vol) if !$was_active;
+    die $err if $err;
+}
+
+# qemu-nbd's --image-opts of a libiscsi volume.
+sub _image_opts {
+    my ($scfg, $vol) = @_;
+    my $o = _libiscsi_options($scfg, $vol);
+    return join(',', 'driver=raw', map { "file.$_=$o->{$_}" } sort keys %$o);
+}
+
+# Run a command that reads the stream from $fh{in} or writes it to $fh{out}; stderr goes to
+# ours (the task log). The command gets a pipe, never the handle itself: nbdcopy treats a regular
+# file on stdin/stdout as a random-access image (pread/pwrite from offset 0), which would
+# overwrite or re-read the stream header (`pvesm export ... <file>` passes a file).
+sub _run_with_fh {
+    my ($cmd, %fh) = @_;
+    _log_call('exec', join(' ', @$cmd));
+    pipe(my $r, my $w) or die "pipe: $!\n";
+    my $pid = fork() // die "fork: $!\n";
+    if (!$pid) {
+        eval {
+            if ($fh{in}) { close($w); open(STDIN, '<&', $r) or die "stdin: $!\n"; }
+            if ($fh{out}) { close($r); open(STDOUT, '>&', $w) or die "stdout: $!\n"; }
+            exec(@$cmd) or die "exec $cmd->[0]: $!\n";
+        };
+        print STDERR $@;
+        POSIX::_exit(127);
+    }
+    my ($from, $to) = $fh{in} ? ($fh{in}, $w) : ($r, $fh{out});
+    close($fh{in} ? $r : $w);
+    my $err;
+    local $SIG{PIPE} = 'IGNORE';
+    while (1) {
+        my $n = sysread($from, my $buf, 1 << 20);
+        if (!defined($n)) { $err = "read: $!\n"; last; }
+        last if $n == 0;
+        for (my $off = 0; $off < $n;) {
+            my $m = syswrite($to, $buf, $n - $off, $off);
+            if (!defined($m)) { $err = "write: $!\n"; last; }
+            $off += $m;
+        }
+        last if $err;
+    }
+    close($fh{in} ? $w : $r);
+    waitpid($pid, 0);
+    die "'@$cmd' failed (exit code " . ($? >> 8) . ")\n" if $? != 0;
+    die "pvesan: stream of '@$cmd' broke: $err" if $err;
+}
+
+sub volume_export {
+    my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    _log_call('volume_export', $storeid, $volname, $format, $snapshot, $base_snapshot, $with_snapshots);
+    die "pvesan: volume export format '$format' is not available (raw+size without snapshots only)\n"
+        if $format ne 'raw+size' || defined($snapshot) || defined($base_snapshot) || $with_snapshots;
+    my $name = $class->_service_name($volname);
+    my $vol = _volume_show($storeid, $scfg, $name);
+    PVE::Storage::Plugin::write_common_header($fh, $vol->{size} + 0);
+    if (_uses_kernel($scfg, $vol)) {
+        _with_kernel_device($scfg, $vol, sub {
+            _run_with_fh(['dd', 'if=' . _kernel_device($scfg, $vol), 'bs=64k', 'status=progress'], out => $fh);
+        });
+    } else {
+        _run_with_fh(['nbdcopy', '--', '[', 'qemu-nbd', '--read-only', '--image-opts', _image_opts($scfg, $vol), ']', '-'],
+            out => $fh);
+    }
+    return;
+}
+
+sub volume_import {
+    my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots,
+        $allow_rename) = @_;
+    _log_call('volume_import', $storeid, $volname, $format, $snapshot, $base_snapshot, $with_snapshots, $allow_rename);
+    die "pvesan: volume import format '$format' is not available (raw+size without snapshots only)\n"
+        if $format ne 'raw+size' || defined($base_snapshot) || $with_snapshots;
+    my (undef, $name, $vmid) = $class->parse_volname($volname);
+    die "pvesan: cannot import into a linked clone ($volname)\n" if $volname =~ m!/!;
+    if (_volume_exists($storeid, $scfg, $name)) {
+        die "volume '$storeid:$name' already exists\n" if !$allow_rename;
+        warn "volume '$storeid:$name' already exists - importing with a different name\n";
+        $name = undef;
+    }
+    my $size = PVE::Storage::Plugin::read_common_header($fh);
+    my $kib = int(($size + 1023) / 1024);
+    $name = $class->alloc_image($storeid, $scfg, $vmid, 'raw', $name, $kib);
+    eval {
+        my $vol = _volume_show($storeid, $scfg, $name);
+        if (_uses_kernel($scfg, $vol)) {
+            _with_kernel_device($scfg, $vol, sub {
+                _run_with_fh(['dd', 'of=' . _kernel_device($scfg, $vol), 'bs=64k', 'conv=sparse'], in => $fh);
+            });
+        } else {
+            # a new volume reads as zeros: nbdcopy need not write them
+            _run_with_fh(['nbdcopy', '--destination-is-zero', '--', '-', '[', 'qemu-nbd', '--image-opts',
+                _image_opts($scfg, $vol), ']'], in => $fh);
+        }
+    };
+    if (my $err = $@) {
+        eval { $class->free_image($storeid, $scfg, $name, 0, 'raw') };
+        warn $@ if $@;
+        die $err;
+    }
+    return "$storeid:$name";
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -611,6 +1007,30 @@ sub volume_snapshot_delete {
     return undef;
 }
 
+# The snapshots the service keeps of a volume ({} when the volume does not exist): names as
+# keys, with the service's snapshot id and the creation time (ApiChangeLog 15: the replication
+# fields; this is no snapshot-as-volume-chain storage, so there is no `current` chain entry).
+# Snapshots the service makes for itself (`__base__` of a template) are left out.
+sub volume_snapshot_info {
+    my ($class, $scfg, $storeid, $volname) = @_;
+    _log_call('volume_snapshot_info', $storeid, $volname);
+    my $snaps = eval { _items(_cli($storeid, $scfg, 'snapshot', 'list', $class->_service_name($volname)), 'snapshots') };
+    if (my $err = $@) {
+        return {} if ref($err) && $err->isa('PVE::Storage::Custom::PVESANPlugin::NotFound');
+        die $err;
+    }
+    my $info = {};
+    for my $s (@$snaps) {
+        next if $s->{name} =~ /^__/;
+        $info->{ $s->{name} } = {
+            id => $s->{id},
+            timestamp => _epoch($s->{created_at}),
+            (defined($s->{size}) ? ('virtual-size' => $s->{size} + 0) : ()),
+        };
+    }
+    return $info;
+}
+
 sub volume_rollback_is_possible {
     my ($class, $scfg, $storeid, $volname, $snap, $blockers) = @_;
     _log_call('volume_rollback_is_possible', $storeid, $volname, $snap);
@@ -627,6 +1047,14 @@ sub volume_snapshot_rollback {
 }
 
 sub volume_snapshot_needs_fsfreeze { return 0; }
+
+# API 12: the service snapshots volumes of running VMs itself.
+sub volume_qemu_snapshot_method { return 'storage'; }
+
+sub rename_snapshot {
+    my ($class, $scfg, $storeid, $volname, $source_snap, $target_snap) = @_;
+    die "pvesan: renaming snapshots is not supported ($volname: $source_snap -> $target_snap)\n";
+}
 
 sub create_base {
     my ($class, $storeid, $scfg, $volname) = @_;
@@ -663,5 +1091,12 @@ sub volume_has_feature {
     my $key = $snapname ? 'snap' : $isBase ? 'base' : 'current';
     return $features->{$feature}->{$key} ? 1 : undef;
 }
+
+package PVE::Storage::Custom::PVESANPlugin::NotFound;
+
+# A 404 of the service, told apart from other failures; prints as its message.
+use overload '""' => sub { ${ $_[0] } }, fallback => 1;
+
+sub new { my ($class, $msg) = @_; return bless \$msg, $class; }
 
 1;

@@ -57,8 +57,12 @@ sub _wait_for {
     die "timed out waiting for $what\n";
 }
 
-# Returns a handle with: cli, api_url, token, admin_token, ca, iqn_portal, tgt_control, dir.
+# Returns a handle with: cli, api_url, token, admin_token, ca, portal, portals, tgt_control, dir.
+# %opt: portals => N (tgtd portals, default 1); guest => ADDRESS, the address under which a VM on
+# qemu's user network reaches this host's loopback (10.0.2.2): the service then exports its
+# portals with it and its certificate names it too.
 sub start_service {
+    my (%opt) = @_;
     my $cli = _find_bin('pvesan');
     my $server = _find_bin('pvesan-service');
     plan skip_all => 'pvesan-service is not installed (pip install -e service/ into .venv)' if !$cli || !$server;
@@ -67,7 +71,7 @@ sub start_service {
         plan skip_all => "needs $tool" if !grep { -x "$_/$tool" } split(/:/, "$ENV{PATH}:/usr/sbin:/sbin");
     }
 
-    my $self = bless { cli => $cli, pids => [] }, __PACKAGE__;
+    my $self = bless { cli => $cli, pids => [], opt => \%opt }, __PACKAGE__;
     my $ok = eval { $self->_start($cli, $server); 1 };
     if (!$ok) {
         my $err = $@;
@@ -91,16 +95,19 @@ sub _start {
     mkdir "$dir/mnt/pool";
 
     # private tgtd
-    my $portal = _free_port();
-    my $control = 20000 + $portal % 12000;    # tgtadm -C takes at most 32767
+    my @ports = map { _free_port() } 1 .. ($self->{opt}{portals} // 1);
+    my $control = 20000 + $ports[0] % 12000;    # tgtadm -C takes at most 32767
+    my $host = $self->{opt}{guest} // '127.0.0.1';
     $self->{tgt_control} = $control;
-    $self->{portal} = "127.0.0.1:$portal";
-    $self->_spawn('tgtd', '-f', '-C', $control, '--iscsi', "portal=127.0.0.1:$portal");
+    $self->{portals} = [map { "$host:$_" } @ports];
+    $self->{portal} = $self->{portals}[0];
+    $self->_spawn('tgtd', '-f', '-C', $control, '--iscsi', join(',', map { "portal=127.0.0.1:$_" } @ports));
     _wait_for("tgtd on control port $control", sub { system("tgtadm -C $control --mode system --op show >>$dir/tgtadm.log 2>&1") == 0 });
 
     # TLS and config
     _run_quiet('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+        '-days', '2', '-subj', '/CN=127.0.0.1',
+        '-addext', 'subjectAltName=IP:127.0.0.1' . ($self->{opt}{guest} ? ",IP:$self->{opt}{guest}" : ''),
         '-keyout', "$dir/tls.key", '-out', "$dir/tls.crt");
     my $admin = 'pvs_admin_' . join('', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 40);
     _write("$dir/admin.token", "$admin\n");
@@ -112,7 +119,7 @@ sub _start {
         database => "sqlite:///$dir/state.db",
         admin_token_file => "$dir/admin.token",
         secret_key_file => "$dir/secret.key",
-        portals => [$self->{portal}],
+        portals => $self->{portals},
         target => { driver => 'tgt', control_port => $control },
         pools => [{ name => 'pool1', kind => 'file', options => { path => "$dir/mnt/pool" }, tags => ['ssd'] }],
         service_types => [{ name => 'default', default => JSON::PP::true }],
@@ -168,6 +175,15 @@ sub admin {
     my $out = qx($self->{cli} --json @{[ map { quotemeta } @args ]} 2>/dev/null);
     return undef if $? != 0;
     return $out =~ /\S/ ? decode_json($out) : {};
+}
+
+# Another tenant (create options as the CLI takes them, e.g. --chap-user/--chap-password) with
+# a read-write token of its own; returns the token.
+sub tenant_token {
+    my ($self, $name, @create) = @_;
+    $self->admin('tenant', 'create', $name, @create) or die "tenant create $name failed\n";
+    my $tok = $self->admin('token', 'create', "$name-rw", '--for-tenant', $name) or die "token create failed\n";
+    return $tok->{token};
 }
 
 # Targets tgtd really has (the data path's truth).

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import multiprocessing
+import json
 import os
 import time
 
@@ -100,14 +101,30 @@ def test_held_lock_times_out_with_a_clear_message(root):
     assert os.path.isdir(os.path.join(root, 'priv', 'lock', 'file-storage_cfg'))   # not ours to remove
 
 
-def test_stale_lock_older_than_pmxcfs_lifetime_is_expired(root):
+def test_stale_lock_older_than_pmxcfs_lifetime_is_expired(root, monkeypatch):
     lockdir = os.path.join(root, 'priv', 'lock', 'file-storage_cfg')
     os.mkdir(lockdir)
-    old = time.time() - pve_cluster_lock.PMXCFS_LOCK_LIFETIME - 5
-    os.utime(lockdir, (old, old))
+    # a lock nobody touched for longer than pmxcfs's lifetime (its ctime cannot be set back, the clock can)
+    later = time.time() + pve_cluster_lock.PMXCFS_LOCK_LIFETIME + 5
+    monkeypatch.setattr(pve_cluster_lock.time, 'time', lambda: later)
     with StorageCfgLock(root, timeout=5):
         assert os.path.isdir(lockdir)
     assert not os.path.exists(lockdir)
+
+
+def test_unlock_request_of_a_waiting_proxmox_process_is_no_age(root):
+    """A Proxmox process waiting for the lock sends utime(0, 0) to it (the real cfs_lock_file did,
+    facts "cfs_lock"); on a plain directory that zero mtime must not make a held lock look stale."""
+    facts = json.load(open(os.path.join(os.path.dirname(__file__), 'fixtures', 'proxmox', 'pve-9.1.json')))
+    assert set(facts['cfs_lock']['mtimes_seen_while_waiting']) == {0}
+    assert facts['cfs_lock']['lock_left_in_place']
+    lockdir = os.path.join(root, 'priv', 'lock', 'file-storage_cfg')
+    os.mkdir(lockdir)           # held by someone
+    os.utime(lockdir, (0, 0))   # the waiting Proxmox process's unlock request
+    with pytest.raises(LockError):
+        with StorageCfgLock(root, timeout=0.5):
+            pass
+    assert os.path.isdir(lockdir)   # not stolen
 
 
 def test_work_longer_than_proxmox_allows_aborts(root):

@@ -12,6 +12,7 @@ import stat
 
 import pytest
 
+from ansible.module_utils.common import warnings as warnings_store
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.pvesan.storage.plugins.module_utils import pve_cluster_lock
@@ -35,6 +36,7 @@ def root(tmp_path):
 
 
 def run(module, capsys, check=False, diff=False, **args):
+    warnings_store._global_warnings.clear()   # one module run per process on a real host
     if check:
         args['_ansible_check_mode'] = True
     if diff:
@@ -43,6 +45,11 @@ def run(module, capsys, check=False, diff=False, **args):
         with pytest.raises(SystemExit):
             module.main()
     return json.loads(capsys.readouterr().out)
+
+
+def warnings(res):
+    """The warning texts of a result (ansible-core 2.19 returns them as structured summaries)."""
+    return [w['event']['msg'] if isinstance(w, dict) else w for w in res.get('warnings', [])]
 
 
 def cfg_text(root):
@@ -97,7 +104,7 @@ def test_disable_is_a_bare_key_and_false_removes_it(root, capsys):
     assert res['changed'] and 'disable' not in cfg_text(root)
     assert not run(pve_storage, capsys, name='local-lvm', config_root=root, disable=False)['changed']
     res = run(pve_storage, capsys, name='d2', type='dir', config_root=root, disable=False, options={'path': '/d2'})
-    assert res['section'] == 'dir: d2\n\tpath /d2\n'
+    assert res['section'] == 'dir: d2\n\tpath /d2\n\tcontent images,rootdir\n'
 
 
 def test_fixed_property_change_fails_and_file_is_untouched(root, capsys):
@@ -126,7 +133,7 @@ def test_validation_fails_before_any_write(root, capsys, args, words):
 
 
 def test_malformed_existing_file_fails_with_line_and_nothing_written(root, capsys):
-    broken = DEFAULT_CFG.replace('\tvgname pve\n', '\tvgname pve\n   \n')
+    broken = DEFAULT_CFG.replace('\tvgname pve\n', '\tvgname pve\n\tvgname other\n')
     with open(os.path.join(root, 'storage.cfg'), 'w') as f:
         f.write(broken)
     res = run(pve_storage, capsys, name='d1', type='dir', config_root=root, options={'path': '/x'})
@@ -205,7 +212,7 @@ def test_missing_storage_cfg_is_created(tmp_path, capsys):
     root = str(tmp_path)
     res = run(pve_storage, capsys, name='vg1', type='lvm', config_root=root, options={'vgname': 'vg1'})
     assert res['changed']
-    assert cfg_text(root) == 'lvm: vg1\n\tvgname vg1\n\n'
+    assert cfg_text(root) == 'lvm: vg1\n\tvgname vg1\n\tcontent images\n\n'
     assert stat.S_IMODE(os.stat(os.path.join(root, 'storage.cfg')).st_mode) == 0o640
     os.unlink(pve_cluster_lock._local_lock_path(root))
 
@@ -236,3 +243,115 @@ def test_warns_when_the_pvesan_plugin_is_missing_on_a_real_node(root, capsys, mo
     args = dict(name='san1', type='pvesan', config_root=root, options={'api_url': 'https://10.89.1.10:8443/api'})
     res = run(pve_storage, capsys, **args)
     assert 'PVESANPlugin.pm is missing' in str(res['warnings']), res['warnings']
+
+
+# -- Proxmox VE 9.1 as it really is (issue findings 11-17) ----------------------------------------
+def test_glusterfs_and_maxfiles_are_refused_for_pve9(root, capsys):
+    """Findings 11, 13: PVE 9 has no glusterfs type and no maxfiles; nothing is written."""
+    res = run(pve_storage, capsys, name='gl', type='glusterfs', config_root=root, options={'volume': 'gv0'})
+    assert res['failed'] and 'glusterfs' in res['msg']
+    res = run(pve_storage, capsys, name='d1', type='dir', config_root=root, options={'path': '/x', 'maxfiles': 3})
+    assert res['failed'] and "Proxmox VE 9 removed 'maxfiles'" in res['msg'] and 'prune-backups' in res['msg']
+    assert cfg_text(root) == DEFAULT_CFG
+
+
+def test_pve9_properties_are_declared_and_survive_purge(root, capsys):
+    """Finding 12."""
+    res = run(pve_storage, capsys, name='d1', type='dir', config_root=root, content=['images'],
+              options={'path': '/srv/d1', 'snapshot-as-volume-chain': True})
+    assert res['changed'] and '\tsnapshot-as-volume-chain 1\n' in res['section'] and warnings(res) == []
+    res = run(pve_storage, capsys, name='d1', config_root=root, content=['images', 'iso'], purge=True)
+    assert res['changed'] and res['storage']['snapshot-as-volume-chain'] is True
+    assert warnings(res) == []
+    res = run(pve_storage, capsys, name='d1', config_root=root, options={'snapshot-as-volume-chain': False})
+    assert res['failed'] and 'fixed' in res['msg']
+    res = run(pve_storage, capsys, name='l1', type='lvm', config_root=root,
+              options={'vgname': 'vg0', 'saferemove-stepsize': 16, 'snapshot-as-volume-chain': True})
+    assert res['changed'] and '\tsaferemove-stepsize 16\n' in res['section']
+    res = run(pve_storage, capsys, name='zi', type='zfs', config_root=root, content=['images'],
+              options={'portal': '10.0.0.1', 'target': 'iqn.2003-01.org.x:t', 'pool': 'tank', 'blocksize': '8k',
+                       'iscsiprovider': 'LIO', 'lio_tpg': 'tpg1', 'zfs-base-path': '/dev/zvol'})
+    assert res['changed'] and '\tzfs-base-path /dev/zvol\n' in res['section']
+
+
+def test_canonical_and_idempotent(root, capsys):
+    """Finding 16: default content written at once, pvesan shared, nodes [] stable, unknown keys go
+    on an edit, api_url fixed."""
+    res = run(pve_storage, capsys, name='t1', type='lvmthin', config_root=root, options={'vgname': 'vg', 'thinpool': 'tp'})
+    assert res['section'] == 'lvmthin: t1\n\tthinpool tp\n\tvgname vg\n\tcontent images,rootdir\n'
+    assert not run(pve_storage, capsys, name='t1', config_root=root, nodes=[])['changed']
+    assert not run(pve_storage, capsys, name='t1', config_root=root, nodes=[])['changed']
+    san = dict(name='san', type='pvesan', config_root=root, auth_token=TOKEN, options={'api_url': 'https://a:8443'})
+    res = run(pve_storage, capsys, **san)
+    assert res['section'] == 'pvesan: san\n\tapi_url https://a:8443\n\tcontent images\n\tshared 1\n'
+    assert not run(pve_storage, capsys, **san)['changed']
+    res = run(pve_storage, capsys, **dict(san, shared=False))
+    assert res['failed'] and 'always shared' in res['msg']
+    moved = dict(san)
+    moved['options'] = {'api_url': 'https://b:8443'}
+    res = run(pve_storage, capsys, **moved)
+    assert res['failed'] and "'api_url'" in res['msg'] and 'fixed' in res['msg']
+    with open(os.path.join(root, 'storage.cfg'), 'a') as f:
+        f.write('dir: d9\n\tpath /d9\n\tcontent iso\n\tcolour blue\n\n')
+    assert not run(pve_storage, capsys, name='d9', config_root=root, content=['iso'])['changed']
+    res = run(pve_storage, capsys, name='d9', config_root=root, content=['iso', 'backup'])
+    assert res['changed'] and 'colour' not in res['section'] and 'colour' not in cfg_text(root)
+    assert any("dropped 'colour'" in w for w in warnings(res))
+
+
+def test_a_line_of_blanks_is_ignored_with_a_warning(root, capsys):
+    """Finding 17: Proxmox warns and goes on; so does the module (the other sections are kept)."""
+    text = DEFAULT_CFG.replace('\tvgname pve\n', '\tvgname pve\n \t \n')
+    with open(os.path.join(root, 'storage.cfg'), 'w') as f:
+        f.write(text)
+    res = run(pve_storage, capsys, name='d1', type='dir', config_root=root, options={'path': '/x'})
+    assert res['changed'] and any('line of blanks' in w for w in warnings(res))
+    assert cfg_text(root).startswith(text)
+
+
+def test_a_symlinked_storage_cfg_stays_a_symlink(root, capsys):
+    """Finding 17."""
+    real = os.path.join(root, 'real-storage.cfg')
+    os.rename(os.path.join(root, 'storage.cfg'), real)
+    os.symlink('real-storage.cfg', os.path.join(root, 'storage.cfg'))
+    res = run(pve_storage, capsys, name='d1', type='dir', config_root=root, options={'path': '/x'})
+    assert res['changed']
+    assert os.path.islink(os.path.join(root, 'storage.cfg'))
+    assert 'dir: d1' in open(real).read()
+
+
+@pytest.mark.parametrize('key', ['password', 'keyring', 'auth_token', 'encryption-key', 'master-pubkey'])
+def test_a_secret_inside_options_is_refused_and_never_echoed(root, capsys, key):
+    """Finding 17: the whole result (incl. the -vvv invocation) has the value masked."""
+    secret = 'S3cr3t-%s-value' % key
+    res = run(pve_storage, capsys, name='p1', type='pbs', config_root=root,
+              options={'server': 'pbs.example', 'datastore': 's', key: secret})
+    assert res['failed'] and 'secret' in res['msg']
+    assert secret not in json.dumps(res)
+    assert cfg_text(root) == DEFAULT_CFG
+
+
+PEM = ('-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf\n'
+       '9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----\n')
+
+
+@pytest.mark.parametrize('given', ['pem', 'base64'])
+def test_pbs_master_pubkey_as_proxmox_stores_it(root, capsys, given):
+    """Finding 15: the decoded PEM (plus a newline, as PBSPlugin writes it) in priv/storage/<id>.master.pem,
+    `master-pubkey 1` in storage.cfg; without an encryption key it is refused as Proxmox refuses it."""
+    import base64
+    value = PEM if given == 'pem' else base64.b64encode(PEM.encode()).decode()
+    args = dict(name='pbs1', type='pbs', config_root=root, options={'server': 'pbs.example', 'datastore': 's'})
+    res = run(pve_storage, capsys, master_pubkey=value, **args)
+    assert res['failed'] and 'only be used together' in res['msg']
+    res = run(pve_storage, capsys, master_pubkey=value, encryption_key=PBS_KEY, **args)
+    assert res['changed']
+    assert '\tmaster-pubkey 1\n' in cfg_text(root) and PEM.split('\n')[1] not in cfg_text(root)
+    with open(os.path.join(root, 'priv', 'storage', 'pbs1.master.pem')) as f:
+        assert f.read() == PEM + '\n'
+    assert not run(pve_storage, capsys, master_pubkey=value, encryption_key=PBS_KEY, **args)['changed']
+    res = run(pve_storage, capsys, master_pubkey='not a key', encryption_key=PBS_KEY, **args)
+    assert res['failed'] and 'PEM' in res['msg']
+    res = run(pve_storage, capsys, encryption_key=PBS_KEY, purge=True, **args)
+    assert res['changed'] and 'master-pubkey' not in cfg_text(root)
+    assert not os.path.exists(os.path.join(root, 'priv', 'storage', 'pbs1.master.pem'))

@@ -4,13 +4,14 @@ package PVE::Storage::Plugin;
 # custom plugin relies on, with the same names, argument orders and behaviour:
 #   @SHARED_STORAGE and parse_config's use of it (storage.cfg `shared` without `shared 1`),
 #   find_free_diskname/get_next_vm_diskname (name allocation through list_images),
-#   default hooks and volume methods that die like the real file-based defaults.
+#   default hooks and volume methods that die like the real file-based defaults,
+#   the raw+size stream header helpers (write_common_header/read_common_header).
 # No SectionConfig: tests hand the plugin a parsed $scfg hash directly.
 
 use strict;
 use warnings;
 
-our @SHARED_STORAGE = qw(iscsi nfs cifs rbd cephfs iscsidirect glusterfs zfs drbd pbs);
+our @SHARED_STORAGE = qw(iscsi nfs cifs rbd cephfs iscsidirect zfs drbd pbs);    # pve-storage 9.1.7
 our $MAX_VOLUMES_PER_GUEST = 1024;
 
 # PVE::Storage::Plugin::parse_config: every type listed in @SHARED_STORAGE is marked shared.
@@ -57,5 +58,19 @@ sub map_volume {
 }
 sub unmap_volume { return 1; }
 sub check_connection { return 1; }
+
+# raw+size stream header of export/import (8-byte little-endian size in bytes), as pve-storage.
+sub write_common_header($$) {
+    my ($fh, $image_size_in_bytes) = @_;
+    syswrite($fh, pack("Q<", $image_size_in_bytes), 8);
+}
+
+sub read_common_header($) {
+    my ($fh) = @_;
+    sysread($fh, my $size, 8);
+    $size = unpack('Q<', $size);
+    die "import: no size found in export header, aborting.\n" if !defined($size);
+    return $size;
+}
 
 1;
