@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from conftest import ADMIN_TOKEN, IQN_PREFIX, FakeTarget, MiB
 from pvesan_service.api import create_app
-from pvesan_service.core import Service
+from pvesan_service.domain import Service
 from pvesan_service.reconciler import reconcile
-from pvesan_service.store import Store
+from pvesan_service.db import Store
 
 GiB = 1 << 30
 
@@ -230,8 +230,8 @@ def test_summary_list_matches_detail(api):
     assert list(summary[0]) == ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot",
                                 "iqn", "created_at"]
     # the service's Python form of the list says the same
-    scope = api.service.scope(api.service.authenticate(t.headers["Authorization"].split()[1]), None)
-    assert api.service.list_volumes(scope) == summary
+    scope = api.service.auth.scope(api.service.auth.authenticate(t.headers["Authorization"].split()[1]), None)
+    assert api.service.volumes.list_(scope) == summary
 
 
 def test_chap_per_tenant_per_volume_and_initiators(api):
@@ -333,7 +333,7 @@ def test_reconciler_repairs_target_and_undoes_half_creates(api):
     v = t.post("/api/v1/volumes", json={"name": "keep", "size": "1M"}).json()
     # a crash mid-create: row 'creating' with its file, and an orphan file and a stray target
     svc = api.service
-    tenant = svc._tenant_row("alpha")
+    tenant = svc.tenants.row("alpha")
     with svc.store.tx() as tx:
         tx.execute("INSERT INTO volumes (id, tenant_id, name, pool_id, size, thin, block_size, tags, chap_source, state, "
                    "created_at, updated_at) SELECT 'v-00000000000000aa', ?, 'half', pool_id, size, thin, block_size, '[]', "
@@ -342,11 +342,11 @@ def test_reconciler_repairs_target_and_undoes_half_creates(api):
         with open(os.path.join(api.pool_dir, vid + ".img"), "wb") as f:
             f.truncate(MiB)
     stray = IQN_PREFIX + ":alpha.v-00000000000000cc"
-    svc.target.exports[stray] = svc.target.exports[v["export"]["iqn"]]
-    svc.target.restart()  # and the target lost everything
+    api.target.exports[stray] = api.target.exports[v["export"]["iqn"]]
+    api.target.restart()  # and the target lost everything
     fixed = reconcile(svc, "test")
     assert fixed["undone_creates"] == 1 and fixed["orphan_volumes"] == 1 and fixed["exported"] == 1
-    assert set(svc.target.exports) == {v["export"]["iqn"]}
+    assert set(api.target.exports) == {v["export"]["iqn"]}
     assert sorted(f for f in os.listdir(api.pool_dir) if f.endswith(".img")) == [v["id"] + ".img"]
     assert [x["name"] for x in t.get("/api/v1/volumes").json()] == ["keep"]
     assert reconcile(svc, "test") == dict.fromkeys(fixed, 0)
@@ -362,7 +362,7 @@ def test_reconciler_thread_notices_target_restart(api):
     api.target.restart()
     assert rec.check() is True and v["export"]["iqn"] in api.target.exports
     api.target.up = False
-    assert rec.check() is False and api.service.target_up is False
+    assert rec.check() is False and api.service.exports.up is False
     assert api.client().get("/healthz").json()["status"] == "degraded"
     api.target.up = True
     assert rec.check() is True

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from pvesan_service.backends import BackendError, NotFound, NotSupported, make_backend
+from pvesan_service.backends import BackendError, NotInPool, NotSupported, make_backend
 
 MiB = 1024 * 1024
 
@@ -95,7 +95,7 @@ def test_flush_makes_a_created_volume_durable_and_needs_the_volume(pool):
     pool.create("v-flush", 8 * MiB)
     pool.flush("v-flush")  # fsync of the file and of the pool directory (the rename into place)
     assert pool.size("v-flush") == 8 * MiB and pool.allocated_bytes("v-flush") == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         pool.flush("v-missing")
 
 
@@ -111,7 +111,7 @@ def test_invalid_names_and_sizes(pool):
     for bad in (0, -1, 1000, True):
         with pytest.raises(BackendError):
             pool.create("v-2", bad)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         pool.size("nope")
 
 
@@ -161,11 +161,11 @@ def test_snapshot_delete_and_missing(pool):
     pool.snapshot_delete("v-d", "s1")
     pool.snapshot_delete("v-d", "s1")
     assert pool.list_snapshots("v-d") == []
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         pool.snapshot_rollback("v-d", "s1")
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         pool.clone("v-d", "s1", "v-e")
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         pool.snapshot_create("nope", "s1")
 
 

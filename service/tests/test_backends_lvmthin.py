@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from pvesan_service.backends import BackendError, NotFound, NotSupported, make_backend
+from pvesan_service.backends import BackendError, NotInPool, NotSupported, make_backend
 from recorded import Recording
 from test_backends_zfs import Replay
 
@@ -98,12 +98,12 @@ def test_snapshot_clone_errors():
     with pytest.raises(BackendError, match="already exists"):
         b.snapshot_create(V1, S1)
     # "Snapshot origin LV ... not found in Volume group pve." (before: an unexplained BackendError)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.snapshot_create(GONE, S1)
     assert b.clone(V1, S1, V2) == "/dev/pve/" + V2
     with pytest.raises(BackendError, match="volume %s already exists" % V2):
         b.clone(V1, S1, V2)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.clone(V1, "s-9999999999999999", "v-0d0d0d0d0d0d0d0d")
     r.done()
 
@@ -134,7 +134,7 @@ def test_missing_vg_and_lv_on_remove_are_not_errors():
 
 def test_rollback_to_missing_snapshot():
     b, dummy = backend(*rec("lvs-vg"))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.snapshot_rollback(V1, "s-9999999999999999")
 
 

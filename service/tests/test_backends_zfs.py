@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from pvesan_service.backends import BackendError, NotFound, make_backend
+from pvesan_service.backends import BackendError, NotInPool, make_backend
 from pvesan_service.backends.base import CommandResult
 from recorded import Recording
 
@@ -109,7 +109,7 @@ def test_list_size_allocated_exists():
     assert b.size(V1) == 34359754752
     assert b.allocated_bytes(V1) == int(REC.out("get-used-volume"))
     assert b.exists(GONE) is False
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.size(GONE)
     r.done()
     b, r = backend(*rec("list-volumes-empty"))
@@ -147,7 +147,7 @@ def test_snapshots_clone_rollback():
     b.snapshot_create(V1, S1)
     with pytest.raises(BackendError, match="already exists"):
         b.snapshot_create(V1, S1)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.snapshot_create(GONE, S1)
     assert b.list_snapshots(V1) == [S1, S2]
     assert b.list_snapshots(GONE) == []
@@ -156,7 +156,7 @@ def test_snapshots_clone_rollback():
         b.clone(V1, S1, V2)
     with pytest.raises(BackendError, match="most recent snapshot.*: %s$" % S2):
         b.snapshot_rollback(V1, S1)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.snapshot_rollback(V1, "s-9999999999999999")
     b.snapshot_rollback(V1, S2)
     with pytest.raises(BackendError, match="has dependent clones"):
@@ -166,7 +166,7 @@ def test_snapshots_clone_rollback():
     b.snapshot_delete(GONE, S2)
     r.done()
     b, r = backend(*rec("clone-missing-snapshot"))  # recorded without compression
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInPool):
         b.clone(V1, "s-9999999999999999", "v-0d0d0d0d0d0d0d0d")
     r.done()
 

@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from conftest import ADMIN_TOKEN, IQN_PREFIX, TEST_INITIATOR
 from pvesan_service.api import create_app
-from pvesan_service.core import Principal, Service
-from pvesan_service.store import Store
+from pvesan_service.domain import Principal, Service
+from pvesan_service.db import Store
 from pvesan_service.targets import make_target_driver
 # a schema-valid body can still be refused for what it means (a pool path that does not exist, an
 # unknown service type) with a 422: positive_data_acceptance does not hold for this API
@@ -53,18 +53,18 @@ class World:
         self.store.migrate()
         svc = self.svc = Service(self.store, self.target, iqn_prefix=PREFIX, admin_token=ADMIN_TOKEN, capacity_ttl=0)
         os.mkdir(os.path.join(work, "pool"))
-        svc.create_pool("xfs", "file", {"path": os.path.join(work, "pool")}, ["ssd"])
-        svc.create_service_type("gold", pool_tags=["ssd"], default=True)
-        svc.create_service_type("secure", pool_tags=["ssd"], chap=True)
-        svc.create_tenant("alpha", initiators=[TEST_INITIATOR])
+        svc.pools.create("xfs", "file", {"path": os.path.join(work, "pool")}, ["ssd"])
+        svc.service_types.create("gold", pool_tags=["ssd"], default=True)
+        svc.service_types.create("secure", pool_tags=["ssd"], chap=True)
+        svc.tenants.create("alpha", initiators=[TEST_INITIATOR])
         admin = Principal(admin=True)
-        self.tokens = {"admin": ADMIN_TOKEN, "tenant": svc.create_token(admin, "fuzz", "alpha")["token"],
-                       "readonly": svc.create_token(admin, "fuzz-ro", "alpha", readonly=True)["token"]}
+        self.tokens = {"admin": ADMIN_TOKEN, "tenant": svc.auth.create_token(admin, "fuzz", "alpha")["token"],
+                       "readonly": svc.auth.create_token(admin, "fuzz-ro", "alpha", readonly=True)["token"]}
         # something to find: a volume with a snapshot and a clone
-        t = svc._tenant_row("alpha")
-        svc.create_volume(t, "vm-100-disk-0", "4M")
-        svc.create_snapshot(t, "vm-100-disk-0", "s1")
-        svc.clone_volume(t, "vm-100-disk-0", "vm-101-disk-0", "s1")
+        t = svc.tenants.row("alpha")
+        svc.volumes.create(t, "vm-100-disk-0", "4M")
+        svc.snapshots.create(t, "vm-100-disk-0", "s1")
+        svc.snapshots.clone(t, "vm-100-disk-0", "vm-101-disk-0", "s1")
         self.app = create_app(svc)
 
     def headers(self, who):
@@ -72,7 +72,7 @@ class World:
 
     def close(self):
         if self.svc is not None:
-            self.svc._committer.shutdown()
+            self.svc.close()
             self.store.close()
 
 

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from pvesan_service.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, UniqueViolation
+from pvesan_service.db import Store, StoreError, UniqueViolation
+from pvesan_service.db.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -324,7 +324,7 @@ def run(a, c: Client):
 
 
 def _size_bytes(text: str) -> int:
-    from .units import parse_size  # same parser as the server
+    from .names import parse_size  # same parser as the server
     from .errors import Invalid
     try:
         return parse_size(int(text) if text.isdigit() else text)

@@ -5,7 +5,7 @@ import dataclasses
 import os
 from typing import Any
 
-from .http_guard import Limits
+from .api.guard import Limits
 
 DEFAULTS: dict[str, Any] = {
     "listen": "0.0.0.0:8443",
@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "log_target": "stdout",  # stdout | journald
     "log_level": "info",
     "access_log": True,
-    # bounds per HTTP client (http_guard.Limits): request_timeout, keepalive_timeout,
+    # bounds per HTTP client (api/guard.py): request_timeout, keepalive_timeout,
     # tls_handshake_timeout (seconds), max_connections, max_connections_per_client,
     # max_header_bytes, max_body_bytes
     "http": {},

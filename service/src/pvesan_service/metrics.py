@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -11,7 +12,12 @@ BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60
 
 
 class Metrics:
-    def __init__(self, service):
+    """Counters and latencies of operations, and gauges read at scrape time from the providers
+    given: ``usage_by_tenant()`` (tenant, volumes, provisioned_bytes), ``pool_capacities()``
+    (name, total, used, available) and ``target_up()``."""
+
+    def __init__(self, usage_by_tenant: Callable[[], list], pool_capacities: Callable[[], list],
+                 target_up: Callable[[], bool]):
         self.registry = CollectorRegistry()
         self.ops = Counter("pvesan_operations_total", "Service operations by outcome",
                            ["operation", "outcome"], registry=self.registry)
@@ -20,7 +26,7 @@ class Metrics:
         self.reconciles = Counter("pvesan_reconcile_runs_total", "Reconciler runs", ["reason"], registry=self.registry)
         self.repairs = Counter("pvesan_reconcile_repairs_total", "Repairs made by the reconciler", ["kind"],
                                registry=self.registry)
-        self.registry.register(_StateCollector(service))
+        self.registry.register(_StateCollector(usage_by_tenant, pool_capacities, target_up))
 
     @contextmanager
     def measure(self, operation: str):
@@ -43,8 +49,10 @@ class Metrics:
 class _StateCollector:
     """Volumes, bytes and pool capacity, read at scrape time from the (cached) service state."""
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, usage_by_tenant, pool_capacities, target_up):
+        self.usage_by_tenant = usage_by_tenant
+        self.pool_capacities = pool_capacities
+        self.target_up = target_up
 
     def describe(self):
         return []
@@ -52,16 +60,16 @@ class _StateCollector:
     def collect(self):
         vols = GaugeMetricFamily("pvesan_volumes", "Volumes per tenant", labels=["tenant"])
         size = GaugeMetricFamily("pvesan_volume_provisioned_bytes", "Provisioned bytes per tenant", labels=["tenant"])
-        for row in self.service.usage_by_tenant():
+        for row in self.usage_by_tenant():
             vols.add_metric([row["tenant"]], row["volumes"])
             size.add_metric([row["tenant"]], row["provisioned_bytes"])
         cap = GaugeMetricFamily("pvesan_pool_bytes", "Pool capacity in bytes", labels=["pool", "kind"])
-        for pool in self.service.pool_capacities():
+        for pool in self.pool_capacities():
             for kind in ("total", "used", "available"):
                 if pool.get(kind) is not None:
                     cap.add_metric([pool["name"], kind], pool[kind])
         up = GaugeMetricFamily("pvesan_target_up", "1 when the iSCSI target daemon answers")
-        up.add_metric([], 1 if self.service.target_up else 0)
+        up.add_metric([], 1 if self.target_up() else 0)
         yield vols
         yield size
         yield cap

@@ -10,11 +10,11 @@ import sys
 import time
 
 from . import __version__, config as config_mod
-from .core import Service
+from .domain import Service
 from .reconciler import Reconciler, reconcile
-from .secretbox import SecretBox
-from .store import Store, StoreError
-from .targets.base import make_target_driver
+from .domain.secretbox import SecretBox
+from .db import Store, StoreError
+from .targets import make_target_driver
 
 log = logging.getLogger("pvesan.server")
 
@@ -85,10 +85,10 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
     service = Service(store, target, iqn_prefix=cfg["iqn_prefix"], portals=cfg["portals"],
                       admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]), secret_box=box)
     for pool in cfg["pools"]:
-        service.create_pool(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True)
+        service.pools.create(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True)
     for st in cfg["service_types"]:
         st = dict(st)
-        service.create_service_type(st.pop("name"), replace=True, **st)
+        service.service_types.create(st.pop("name"), replace=True, **st)
     return service, Reconciler(service, float(cfg["reconcile_interval"]), float(cfg["reconcile_full_interval"]))
 
 
@@ -115,19 +115,19 @@ def main(argv=None) -> int:
         print("configuration OK")
         return 0
     try:
-        service.target_up = service.target.alive()
-        if service.target_up:
+        service.exports.up = service.exports.watch()[0]
+        if service.exports.up:
             reconcile(service, "startup")
         else:
             log.error("iSCSI target is down at start-up; will reconcile when it comes up")
     except Exception as exc:
         log.exception("start-up reconcile failed (will retry when the target restarts): %s", exc)
-        service.target_up = False
+        service.exports.up = False
     reconciler.start()
 
     import uvicorn
     from .api import create_app
-    from .http_guard import protocol
+    from .api.guard import protocol
     app = create_app(service, metrics_public=bool(cfg["metrics_public"]))
     log.info("listening on %s:%d (%s)", cfg["host"], cfg["port"], "https" if cfg["tls_cert"] else "http")
     limits = cfg["http_limits"]
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
                     timeout_keep_alive=limits.keepalive_timeout)
     finally:
         reconciler.stop()
+        service.close()
         service.store.close()
     return 0
 

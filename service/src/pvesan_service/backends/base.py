@@ -11,6 +11,7 @@ snapshots on a filesystem without reflink.
 from __future__ import annotations
 
 import abc
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class NotSupported(BackendError):
     """The pool cannot do this, e.g. reflink snapshots on a filesystem without reflink."""
 
 
-class NotFound(BackendError):
+class NotInPool(BackendError):
     """The volume or snapshot does not exist in the pool."""
 
 
@@ -63,7 +64,9 @@ class Runner:
         """Run ``argv`` (no shell); raise BackendError with the tool's message when ``check``
         is set and the command fails."""
         try:
-            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout, check=False)
+            # the C locale: the output is parsed, and translated messages would not match
+            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout, check=False,
+                                  env=dict(os.environ, LC_ALL="C"))
         except FileNotFoundError as exc:
             raise BackendError("command not found: %s (install it on the storage host)" % argv[0]) from exc
         except subprocess.TimeoutExpired as exc:
@@ -153,22 +156,3 @@ class VolumeBackend(abc.ABC):
     @abc.abstractmethod
     def clone(self, src: str, snap: str, new_name: str) -> str:
         """Create volume ``new_name`` from snapshot ``snap`` of ``src``; return its backing path."""
-
-
-def make_backend(kind: str, runner: Runner | None = None, **options) -> VolumeBackend:
-    """Build a backend from its kind and pool options.
-
-    - ``file``: ``path=`` directory (XFS/btrfs with reflink for snapshots/clones)
-    - ``zfs``: ``dataset=``, optional ``volblocksize=`` (e.g. ``16K``), ``compression=`` (e.g. ``lz4``)
-    - ``lvmthin``: ``vg=``, ``thinpool=``
-    """
-    if kind == "file":
-        from .file import FileBackend
-        return FileBackend(**options)
-    if kind == "zfs":
-        from .zfs import ZfsBackend
-        return ZfsBackend(runner=runner, **options)
-    if kind == "lvmthin":
-        from .lvmthin import LvmThinBackend
-        return LvmThinBackend(runner=runner, **options)
-    raise BackendError("unknown backend kind %r (use file, zfs or lvmthin)" % (kind,))

@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 
-from .base import BackendError, NotFound, NotSupported, PoolCapacity, VolumeBackend, check_name
+from .base import BackendError, NotInPool, NotSupported, PoolCapacity, VolumeBackend, check_name
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 
@@ -195,7 +195,7 @@ class FileBackend(VolumeBackend):
         path = self._existing(name)
         src = self._snap(name, snap)
         if not os.path.exists(src):
-            raise NotFound("snapshot %s of volume %s does not exist" % (snap, name))
+            raise NotInPool("snapshot %s of volume %s does not exist" % (snap, name))
         self._require_reflink("a rollback")
         size = os.stat(path).st_size
         try:
@@ -221,7 +221,7 @@ class FileBackend(VolumeBackend):
         source = self._snap(src, snap)
         dst = self._vol(new_name)
         if not os.path.exists(source):
-            raise NotFound("snapshot %s of volume %s does not exist" % (snap, src))
+            raise NotInPool("snapshot %s of volume %s does not exist" % (snap, src))
         self._require_reflink("a clone")
         if os.path.exists(dst):
             raise BackendError("volume %s already exists" % new_name)
@@ -231,7 +231,7 @@ class FileBackend(VolumeBackend):
     def _existing(self, name: str) -> str:
         path = self._vol(name)
         if not os.path.isfile(path):
-            raise NotFound("volume %s does not exist in pool %s" % (name, self.root))
+            raise NotInPool("volume %s does not exist in pool %s" % (name, self.root))
         return path
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from .base import NAME_RE, BackendError, NotFound, NotSupported, PoolCapacity, Runner, VolumeBackend, check_name
+from .base import NAME_RE, BackendError, NotInPool, NotSupported, PoolCapacity, Runner, VolumeBackend, check_name
 
 LVS_FIELDS = "lv_name,lv_size,data_percent,pool_lv,origin,lv_attr"
 SECTOR = 512
@@ -56,7 +56,7 @@ class LvmThinBackend(VolumeBackend):
         res = self.runner.run(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", LVS_FIELDS, target], check=False)
         if res.rc != 0:
             if _missing(res.stderr):
-                raise NotFound("%s does not exist" % target)
+                raise NotInPool("%s does not exist" % target)
             raise BackendError("lvs %s failed: %s" % (target, res.stderr.strip()))
         try:
             return [row for report in json.loads(res.stdout)["report"] for row in report.get("lv", [])]
@@ -66,13 +66,13 @@ class LvmThinBackend(VolumeBackend):
     def _row(self, name: str) -> dict:
         rows = self._lvs(self._lv(name))
         if not rows:
-            raise NotFound("volume %s does not exist" % name)
+            raise NotInPool("volume %s does not exist" % name)
         return rows[0]
 
     def check(self) -> None:
         try:
             rows = self._lvs("%s/%s" % (self.vg, self.thinpool))
-        except NotFound as exc:
+        except NotInPool as exc:
             raise BackendError("thin pool %s/%s does not exist; create it with 'lvcreate -T -L <size> %s/%s'"
                                % (self.vg, self.thinpool, self.vg, self.thinpool)) from exc
         if not rows or not rows[0]["lv_attr"].startswith("t"):
@@ -126,7 +126,7 @@ class LvmThinBackend(VolumeBackend):
     def exists(self, name: str) -> bool:
         try:
             self._row(name)
-        except NotFound:
+        except NotInPool:
             return False
         return True
 
@@ -151,7 +151,7 @@ class LvmThinBackend(VolumeBackend):
         if "already exists" in res.stderr:
             raise BackendError("snapshot %s of volume %s already exists" % (snap, name))
         if _missing(res.stderr):
-            raise NotFound("volume %s does not exist" % name)
+            raise NotInPool("volume %s does not exist" % name)
         raise BackendError("lvcreate snapshot %s failed: %s" % (lv, res.stderr.strip()))
 
     def snapshot_delete(self, name: str, snap: str) -> None:
@@ -162,7 +162,7 @@ class LvmThinBackend(VolumeBackend):
     def snapshot_rollback(self, name: str, snap: str) -> None:
         lv = self._snap_lv(name, snap)
         if snap not in self.list_snapshots(name):
-            raise NotFound("snapshot %s of volume %s does not exist" % (snap, name))
+            raise NotInPool("snapshot %s of volume %s does not exist" % (snap, name))
         res = self.runner.run(["lvremove", "-q", "-y", self._lv(name)], check=False)
         if res.rc != 0:
             raise BackendError("rollback of %s: lvremove failed (is it still exported?): %s" % (name, res.stderr.strip()))
@@ -181,6 +181,6 @@ class LvmThinBackend(VolumeBackend):
             if "already exists" in res.stderr:
                 raise BackendError("volume %s already exists" % new_name)
             if _missing(res.stderr):
-                raise NotFound("snapshot %s of volume %s does not exist" % (snap, src))
+                raise NotInPool("snapshot %s of volume %s does not exist" % (snap, src))
             raise BackendError("lvcreate clone %s failed: %s" % (new_name, res.stderr.strip()))
         return self.path(new_name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from .base import BackendError, NotFound, PoolCapacity, Runner, VolumeBackend, check_name
+from .base import BackendError, NotInPool, PoolCapacity, Runner, VolumeBackend, check_name
 
 _UNITS = {"": 1, "K": 1024, "M": 1024 ** 2}
 
@@ -55,7 +55,7 @@ class ZfsBackend(VolumeBackend):
         res = self._zfs("get", "-H", "-p", "-o", "value", ",".join(props), target, check=False)
         if res.rc != 0:
             if "does not exist" in res.stderr:
-                raise NotFound("%s does not exist" % target)
+                raise NotInPool("%s does not exist" % target)
             raise BackendError("zfs get %s %s failed: %s" % (",".join(props), target, res.stderr.strip()))
         return res.stdout.splitlines()
 
@@ -66,7 +66,7 @@ class ZfsBackend(VolumeBackend):
     def check(self) -> None:
         try:
             kind = self._get(self.dataset, "type")
-        except NotFound as exc:
+        except NotInPool as exc:
             raise BackendError("zfs dataset %s does not exist; create it with 'zfs create %s'" % (self.dataset, self.dataset)) from exc
         if kind != ["filesystem"]:
             raise BackendError("zfs pool dataset %s is a %s, not a filesystem" % (self.dataset, kind[0] if kind else "?"))
@@ -125,7 +125,7 @@ class ZfsBackend(VolumeBackend):
     def exists(self, name: str) -> bool:
         try:
             self._get(self._ds(name), "type")
-        except NotFound:
+        except NotInPool:
             return False
         return True
 
@@ -148,7 +148,7 @@ class ZfsBackend(VolumeBackend):
         if "dataset already exists" in res.stderr:
             raise BackendError("snapshot %s of volume %s already exists" % (snap, name))
         if "does not exist" in res.stderr:
-            raise NotFound("volume %s does not exist" % name)
+            raise NotInPool("volume %s does not exist" % name)
         raise BackendError("zfs snapshot %s failed: %s" % (full, res.stderr.strip()))
 
     def snapshot_delete(self, name: str, snap: str) -> None:
@@ -170,7 +170,7 @@ class ZfsBackend(VolumeBackend):
             raise BackendError("zfs can only roll back to the most recent snapshot; delete the newer snapshots of %s first: %s"
                                % (name, ", ".join(newer)))
         if "does not exist" in res.stderr:
-            raise NotFound("snapshot %s of volume %s does not exist" % (snap, name))
+            raise NotInPool("snapshot %s of volume %s does not exist" % (snap, name))
         raise BackendError("zfs rollback %s failed: %s" % (full, res.stderr.strip()))
 
     def list_snapshots(self, name: str) -> list[str]:
@@ -189,7 +189,7 @@ class ZfsBackend(VolumeBackend):
             if "dataset already exists" in res.stderr:
                 raise BackendError("volume %s already exists" % new_name)
             if "does not exist" in res.stderr:
-                raise NotFound("snapshot %s of volume %s does not exist" % (snap, src))
+                raise NotInPool("snapshot %s of volume %s does not exist" % (snap, src))
             raise BackendError("zfs clone %s failed: %s" % (full, res.stderr.strip()))
         self._settle(new_name)
         return self.path(new_name)

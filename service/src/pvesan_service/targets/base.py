@@ -8,7 +8,6 @@ LUN 0 for its controller; LIO uses 1 as well so the initiator URL is the same ev
 from __future__ import annotations
 
 import abc
-import inspect
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -91,25 +90,3 @@ class TargetDriver(abc.ABC):
     def alive(self) -> bool:
         """True when the target daemon/kernel target is up.  A driver that notices a restart
         drops its cached state; the reconciler then re-applies every export."""
-
-
-def make_target_driver(kind: str, **options) -> TargetDriver:
-    """Build a driver from its kind and options.
-
-    - ``tgt``: ``control_port=`` (tgtadm ``-C``, default 0), ``bstype=`` (``rdwr`` default, or ``aio``),
-      ``bsoflags=`` (e.g. ``direct``), ``portals=`` (list of ``ip:port`` to report; informational),
-      ``management=`` (``socket``, the default: requests on tgtd's management socket, or ``tgtadm``)
-    - ``lio``: ``portals=`` (list of ``ip:port``, default ``0.0.0.0:3260``), ``configfs=`` (LIO's configfs
-      directory); files get a fileio backstore, block devices a block one
-    """
-    if kind == "tgt":
-        from .tgt import TgtDriver as driver
-    elif kind == "lio":
-        from .lio import LioDriver as driver
-    else:
-        raise TargetError("unknown target driver %r (use tgt or lio)" % (kind,))
-    known = sorted(set(inspect.signature(driver.__init__).parameters) - {"self", "run"})
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise TargetError("unknown option(s) %s for target driver %s (known: %s)" % (", ".join(unknown), kind, ", ".join(known)))
-    return driver(**options)

@@ -1,19 +1,22 @@
-"""State store: the database is the source of truth of the service.
+"""Connections, transactions and migrations of the state store (the database is the source of truth).
 
 SQLite (WAL) is the embedded default; PostgreSQL is used when the URL says so (several service
 instances can then share one database).  Plain DB-API with ``?`` placeholders (rewritten to
-``%s`` for psycopg) keeps one set of SQL for both.  The schema is versioned from the first release:
-``MIGRATIONS`` is an append-only list; ``schema_migrations`` records what ran.
+``%s`` for psycopg) keeps one set of SQL for both; the SQL itself lives in the repository modules
+of this package, one per table.  The schema (``schema.py``) is versioned from the first release.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import sqlite3
 import threading
 from typing import Any, Iterator
 from urllib.parse import urlparse, unquote
+
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -24,99 +27,6 @@ class UniqueViolation(Exception):
     """An INSERT/UPDATE hit a unique constraint (a concurrent create of the same name)."""
 
 
-# Append-only: never edit a released entry, add a new one.  Types used are understood by both
-# SQLite and PostgreSQL; booleans are 0/1 integers, JSON is text, times are ISO-8601 text.
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "initial schema", [
-        """CREATE TABLE tenants (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            chap TEXT,
-            initiators TEXT NOT NULL DEFAULT '[]',
-            quota_bytes BIGINT,
-            created_at TEXT NOT NULL)""",
-        """CREATE TABLE tokens (
-            id TEXT PRIMARY KEY,
-            tenant_id TEXT REFERENCES tenants(id),
-            name TEXT NOT NULL,
-            hash TEXT NOT NULL,
-            readonly INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL)""",
-        "CREATE INDEX tokens_tenant ON tokens(tenant_id)",
-        """CREATE TABLE pools (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            options TEXT NOT NULL DEFAULT '{}',
-            tags TEXT NOT NULL DEFAULT '[]',
-            created_at TEXT NOT NULL)""",
-        """CREATE TABLE service_types (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            description TEXT NOT NULL DEFAULT '',
-            pool_tags TEXT NOT NULL DEFAULT '[]',
-            block_size INTEGER NOT NULL DEFAULT 512,
-            thin INTEGER NOT NULL DEFAULT 1,
-            chap INTEGER NOT NULL DEFAULT 0,
-            is_default INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL)""",
-        """CREATE TABLE volumes (
-            id TEXT PRIMARY KEY,
-            tenant_id TEXT NOT NULL REFERENCES tenants(id),
-            name TEXT NOT NULL,
-            pool_id TEXT NOT NULL REFERENCES pools(id),
-            service_type TEXT,
-            size BIGINT NOT NULL,
-            thin INTEGER NOT NULL,
-            block_size INTEGER NOT NULL,
-            vmid INTEGER,
-            tags TEXT NOT NULL DEFAULT '[]',
-            chap TEXT,
-            chap_source TEXT NOT NULL DEFAULT 'none',
-            initiators TEXT,
-            parent_id TEXT,
-            parent_snapshot_id TEXT,
-            backing_path TEXT,
-            state TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            UNIQUE (tenant_id, name))""",
-        "CREATE INDEX volumes_parent ON volumes(parent_id)",
-        "CREATE INDEX volumes_state ON volumes(state)",
-        "CREATE INDEX volumes_pool ON volumes(pool_id)",
-        """CREATE TABLE snapshots (
-            id TEXT PRIMARY KEY,
-            volume_id TEXT NOT NULL REFERENCES volumes(id),
-            name TEXT NOT NULL,
-            state TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            UNIQUE (volume_id, name))""",
-    ]),
-    (2, "tenant isolation: CHAP accounts unique across tenants with sealed secrets, stored IQNs, explicit ACLs", [
-        # tgtd keeps CHAP accounts in one namespace for all targets: a name belongs to one tenant
-        """CREATE TABLE chap_accounts (
-            username TEXT PRIMARY KEY,
-            tenant_id TEXT NOT NULL REFERENCES tenants(id),
-            secret TEXT NOT NULL,
-            created_at TEXT NOT NULL)""",
-        "CREATE INDEX chap_accounts_tenant ON chap_accounts(tenant_id)",
-        "ALTER TABLE tenants ADD COLUMN chap_user TEXT REFERENCES chap_accounts(username)",
-        "ALTER TABLE tenants ADD COLUMN chap_mutual_user TEXT REFERENCES chap_accounts(username)",
-        # the effective credentials of a volume (its own, or its tenant's when chap_source = 'tenant')
-        "ALTER TABLE volumes ADD COLUMN chap_user TEXT REFERENCES chap_accounts(username)",
-        "ALTER TABLE volumes ADD COLUMN chap_mutual_user TEXT REFERENCES chap_accounts(username)",
-        "CREATE INDEX volumes_chap_user ON volumes(chap_user)",
-        "CREATE INDEX volumes_chap_mutual_user ON volumes(chap_mutual_user)",
-        # IQNs are stored: new ones carry no tenant name, old ones never change
-        "ALTER TABLE volumes ADD COLUMN iqn TEXT",
-        "CREATE UNIQUE INDEX volumes_iqn ON volumes(iqn)",
-        # an empty ACL used to mean "any initiator"; it now means none, and "ALL" says any
-        "UPDATE tenants SET initiators = '[\"ALL\"]' WHERE initiators = '[]'",
-        "UPDATE volumes SET initiators = '[\"ALL\"]' WHERE initiators = '[]'",
-        "CREATE TABLE service_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ]),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 class Tx:
@@ -307,6 +217,15 @@ def _private_files(path: str) -> None:
                 os.chmod(path + suffix, 0o600)
     except OSError as exc:
         raise StoreError("cannot create SQLite database %s: %s" % (path, exc.strerror)) from exc
+
+
+def to_json(value) -> str:
+    """JSON as stored in text columns (compact, keys sorted: equal values give equal text)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def from_json(text, default=None):
+    return default if text is None else json.loads(text)
 
 
 def now() -> str:

@@ -15,10 +15,10 @@ import secrets
 import types
 from typing import Mapping, Optional
 
-from .errors import Conflict, Invalid
+from .. import db
+from ..errors import Conflict, Invalid
+from ..targets.base import Chap
 from .secretbox import SecretBox
-from .store import now
-from .targets.base import Chap
 
 # No ',' anywhere: tgtd's management protocol sends "user=...,password=..." and splits on commas,
 # so a comma in a secret would cut it short or smuggle in a "user=" of another account.
@@ -80,10 +80,7 @@ def claim(t, box: SecretBox, tenant_id: str, chap: Chap, rotate: bool = False) -
     for user, password in ((chap.user, chap.password), (chap.mutual_user, chap.mutual_password)):
         if user is None:
             continue
-        # ON CONFLICT DO NOTHING: a concurrent claim of the name must not abort the transaction
-        t.execute("INSERT INTO chap_accounts (username, tenant_id, secret, created_at) VALUES (?,?,?,?) "
-                  "ON CONFLICT (username) DO NOTHING", (user, tenant_id, box.seal(password, user), now()))
-        row = t.execute("SELECT tenant_id, secret FROM chap_accounts WHERE username = ?", (user,)).one()
+        row = db.chap_accounts.claim(t, user, tenant_id, box.seal(password, user))
         if row["tenant_id"] != tenant_id:
             raise Conflict("CHAP user name %r is not available: choose another one, or leave it out to get a "
                            "generated one" % user)
@@ -91,18 +88,9 @@ def claim(t, box: SecretBox, tenant_id: str, chap: Chap, rotate: bool = False) -
             if not rotate:
                 raise Conflict("CHAP user %r is already used by this tenant with another secret: give the same "
                                "secret, or change it for all its volumes with PATCH" % user)
-            t.execute("UPDATE chap_accounts SET secret = ? WHERE username = ?", (box.seal(password, user), user))
+            db.chap_accounts.set_secret(t, user, box.seal(password, user))
             rotated.append(user)
     return rotated
-
-
-def release(t, users) -> None:
-    """Drop the accounts among ``users`` that no tenant and no volume uses any more."""
-    for user in {u for u in users if u}:
-        t.execute("DELETE FROM chap_accounts WHERE username = ? "
-                  "AND NOT EXISTS (SELECT 1 FROM volumes WHERE chap_user = ? OR chap_mutual_user = ?) "
-                  "AND NOT EXISTS (SELECT 1 FROM tenants WHERE chap_user = ? OR chap_mutual_user = ?)",
-                  (user, user, user, user, user))
 
 
 def opened(box: SecretBox, user: Optional[str], sealed: Optional[str], mutual_user: Optional[str],
