@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-plugin proxmox-check proxmox-facts
+.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-plugin proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ plugin-tests: ## tests of the Proxmox Perl plugin
 
 lint: ## ansible-lint, production profile
 	bash scripts/test.sh lint
+
+sync-shared: ## copy the shared code (module_utils/_tgt, _lio, _pvesan_client) into the service package
+	bash scripts/sync-shared.sh
 
 build: ## build the collection tarball, install it, render every module's docs
 	bash scripts/test.sh build

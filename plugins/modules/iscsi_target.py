@@ -221,10 +221,10 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
-from ansible_collections.pvesan.storage.plugins.module_utils import lio  # loads without rtslib-fb
-from ansible_collections.pvesan.storage.plugins.module_utils import tgt_conf
-from ansible_collections.pvesan.storage.plugins.module_utils.tgtadm import (
+from ansible_collections.pvesan.storage.plugins.module_utils._files import atomic_write, read_text
+from ansible_collections.pvesan.storage.plugins.module_utils import _lio as lio  # loads without rtslib-fb
+from ansible_collections.pvesan.storage.plugins.module_utils import _tgt_conf as tgt_conf
+from ansible_collections.pvesan.storage.plugins.module_utils._tgt import (
     DATA_LUN,
     WRITE_CACHE_OFF_MODE_PAGE,
     Tgtadm,
@@ -387,25 +387,18 @@ class TgtBackend(object):
         changes = []
         for portal in p['portals'] or []:
             if portal not in self.tgt.show_portals():
-                self.tgt.cmd('--mode', 'portal', '--op', 'new', '--param', 'portal=%s' % portal)
+                self.tgt.new_portal(portal)
                 changes.append('portal %s added' % portal)
 
-        # Give apply_target a password only where the account must be (re)created: tgtd cannot
-        # show passwords, the persistent file remembers the one it was set up with.
-        to_apply = dict(desired, chap=None, mutual_chap=None)
-        accounts = self.tgt.show_accounts() if (p['chap'] or p['mutual_chap']) else []
-        for key in ('chap', 'mutual_chap'):
-            want = p[key]
-            if not want:
-                continue
-            same = (want['user'] in accounts and known.get(key) == want
-                    and (current or {}).get(key, None) is not None and current[key]['user'] == want['user'])
-            to_apply[key] = {'user': want['user'], 'password': None if same else want['password']}
+        # tgtd cannot show passwords: the persistent file remembers the ones it was set up with,
+        # and the library sets an account again only when its password is not one of those.
+        known_passwords = dict((c['user'], c['password']) for c in (known.get('chap'), known.get('mutual_chap')) if c)
         current_attrs = read_target_attributes(self.tgt, tid) if current else {}
-        to_apply['attributes'] = dict((k, str(v)) for k, v in p['attributes'].items() if current_attrs.get(k) != str(v))
+        to_apply = dict(desired, attributes=dict((k, str(v)) for k, v in p['attributes'].items()
+                                                 if current_attrs.get(k) != str(v)))
         desired['attributes'] = dict((k, str(v)) for k, v in p['attributes'].items())
 
-        changes += apply_target(self.tgt, to_apply, current, all_targets=targets)
+        changes += apply_target(self.tgt, to_apply, current, all_targets=targets, known_passwords=known_passwords)
         changes += ['attribute %s=%s' % item for item in sorted(to_apply['attributes'].items())]
 
         # What --op show cannot report (vendor, product, write cache) is compared with the file.
@@ -427,36 +420,6 @@ class TgtBackend(object):
         return desired, changes
 
 
-def lio_plan(current, desired):
-    """The changes lio.apply_target would make, for check mode and to skip a no-op run."""
-    if current is None:
-        return ['target %s created' % desired['iqn']]
-    changes = []
-    have = dict((lun['lun'], lun) for lun in current['luns'])
-    want = dict((lun['lun'], lun) for lun in desired['luns'])
-    for number in sorted(set(have) | set(want)):
-        old, new = have.get(number), want.get(number)
-        if new is None:
-            changes.append('lun %d removed' % number)
-        elif old is None:
-            changes.append('lun %d created' % number)
-        elif old['path'] != new['path'] or old['serial'] != new['serial']:
-            changes.append('lun %d re-created' % number)
-        elif bool(old['readonly']) != bool(new['readonly']):
-            changes.append('lun %d readonly=%s' % (number, new['readonly']))
-    if sorted(current['initiators']) != sorted(desired['initiators']):
-        changes.append('initiators %s' % (' '.join(desired['initiators']) or 'any (demo mode)'))
-    for key in ('chap', 'mutual_chap'):
-        if current.get(key) != desired.get(key):
-            changes.append('%s %s' % (key, 'set for %s' % desired[key]['user'] if desired.get(key) else 'removed'))
-    if sorted(current['portals']) != sorted(desired['portals']):
-        changes.append('portals %s' % ' '.join(desired['portals']))
-    for name, value in sorted(desired['attributes'].items()):
-        if name in current['attributes'] and current['attributes'][name] != value:
-            changes.append('attribute %s=%s' % (name, value))
-    return changes
-
-
 def lio_tpg_attributes(iqn, names):
     """Current values of the named TPG attributes (lio.py reads only a few), via rtslib-fb."""
     rts = lio.rtslib()
@@ -476,7 +439,7 @@ def lio_tpg_attributes(iqn, names):
 
 
 class LioBackend(object):
-    """The kernel target through the shared rtslib-fb layer (module_utils/lio.py); the
+    """The kernel target through the shared rtslib-fb layer (module_utils/_lio.py); the
     configuration is saved once at the end of a run that changed something."""
 
     def __init__(self, module):
@@ -513,9 +476,11 @@ class LioBackend(object):
                     module.fail_json(msg='mutual_chap needs chap: the target only authenticates itself to '
                                          'initiators that log in with CHAP')
                 desired = self.desired()
-                changes = lio_plan(current, desired)
+                # the library's own plan: check mode reports what a run makes
+                steps = lio.plan_target(desired, current)
+                changes = [step.change for step in steps if step.change]
                 if changes and not module.check_mode:
-                    changes = lio.apply_target(desired) or changes
+                    lio.apply_steps(steps, p['iqn'] if current is None else None)
             if changes and not module.check_mode:
                 lio.rtslib().RTSRoot().save_to_file()  # once per run, not once per change
             after = desired if module.check_mode or desired is None else lio.read_target(p['iqn'])
@@ -549,6 +514,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    # the C locale for every command: their output is parsed, translated messages would not match
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C')
     if not re.match(r'^(iqn\.[0-9]{4}-[0-9]{2}\.[^ ]+|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$', module.params['iqn']):
         module.fail_json(msg='invalid target name %r: use iqn.YYYY-MM.reversed.domain[:name], eui. or naa.' % module.params['iqn'])
     backend = TgtBackend(module) if module.params['backend'] == 'tgt' else LioBackend(module)

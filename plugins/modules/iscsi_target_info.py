@@ -99,8 +99,8 @@ targets:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.pvesan.storage.plugins.module_utils import lio  # loads without rtslib-fb
-from ansible_collections.pvesan.storage.plugins.module_utils.tgtadm import (
+from ansible_collections.pvesan.storage.plugins.module_utils import _lio as lio  # loads without rtslib-fb
+from ansible_collections.pvesan.storage.plugins.module_utils._tgt import (
     Tgtadm,
     TgtadmError,
     read_target_attributes,
@@ -149,6 +149,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    # the C locale for every command: their output is parsed, translated messages would not match
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C')
     targets = tgt_targets(module) if module.params['backend'] == 'tgt' else lio_targets(module)
     module.exit_json(changed=False, targets=[public(t) for t in targets])
 

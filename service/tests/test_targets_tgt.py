@@ -12,8 +12,8 @@ import pytest
 from conftest import Tgtd
 from pvesan_service.backends import make_backend
 from pvesan_service.targets import Chap, Export, TargetError, make_target_driver
-from pvesan_service.targets import tgtadm as tgtlib
-from pvesan_service.targets.tgtadm import parse_show
+from pvesan_service.shared import _tgt as tgtlib
+from pvesan_service.shared._tgt import parse_show
 
 MiB = 1024 * 1024
 ANY = ["ALL"]  # the ACL entry that lets any initiator in (an empty ACL lets none in)

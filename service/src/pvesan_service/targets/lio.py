@@ -1,6 +1,6 @@
 """lio driver: exports through the Linux kernel target (LIO) via rtslib-fb.
 
-The shared code is ``plugins/module_utils/lio.py`` (symlinked here as ``lio_rts.py``).  LIO keeps
+The shared code is ``plugins/module_utils/_lio.py`` (copied here as ``shared/_lio.py``).  LIO keeps
 its state in the kernel (configfs), so it survives a service restart but not a reboot; the
 reconciler re-applies exports at start-up.  Lookups go straight to the target's configfs
 directory, so an export costs the same with 5 or 5,000 targets.  The volume is LUN 1, as on tgt.
@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Optional
 
-from . import lio_rts
+from ..shared import _lio as liolib
 from .base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetError
 
 CONFIGFS_TARGET = "/sys/kernel/config/target"
@@ -36,7 +36,7 @@ class LioDriver(TargetDriver):
         try:
             with self._lock:
                 return fn(*args)
-        except lio_rts.LioError as exc:
+        except liolib.LioError as exc:
             raise TargetError("%s: %s" % (what, exc)) from exc
         except Exception as exc:  # rtslib raises RTSLibError and OSError from configfs
             raise TargetError("%s failed: %s" % (what, exc)) from exc
@@ -55,7 +55,7 @@ class LioDriver(TargetDriver):
     def export(self, export: Export) -> None:
         if export.lun != DATA_LUN:
             raise TargetError("exports use LUN %d, not %d" % (DATA_LUN, export.lun))
-        self._call("export of %s" % export.iqn, lio_rts.apply_target, self._desired(export))
+        self._call("export of %s" % export.iqn, liolib.apply_target, self._desired(export))
 
     def acl_problem(self, initiators: list[str]) -> Optional[str]:
         addresses = [i for i in initiators if i != ALL_INITIATORS and not i.startswith(("iqn.", "eui.", "naa."))]
@@ -64,10 +64,10 @@ class LioDriver(TargetDriver):
         return None
 
     def unexport(self, iqn: str) -> None:
-        self._call("unexport of %s" % iqn, lio_rts.remove_target, iqn)
+        self._call("unexport of %s" % iqn, liolib.remove_target, iqn)
 
     def list_exports(self) -> dict[str, Export]:
-        targets = self._call("reading LIO targets", lio_rts.read_targets)
+        targets = self._call("reading LIO targets", liolib.read_targets)
         result = {}
         for iqn, t in targets.items():
             if not iqn.startswith(self.iqn_prefix):
@@ -84,13 +84,13 @@ class LioDriver(TargetDriver):
         return result
 
     def refresh_size(self, iqn: str) -> None:
-        self._call("size refresh of %s" % iqn, lio_rts.refresh_lun, iqn, DATA_LUN)
+        self._call("size refresh of %s" % iqn, liolib.refresh_lun, iqn, DATA_LUN)
 
     def alive(self) -> bool:
         if not os.path.isdir(self.configfs):
             return False
         try:
-            lio_rts.rtslib()
-        except lio_rts.LioError:
+            liolib.rtslib()
+        except liolib.LioError:
             return False
         return True

@@ -20,7 +20,7 @@ import logging
 import threading
 from typing import Callable, Optional
 
-from . import tgtadm as tgtlib
+from ..shared import _tgt as tgtlib
 from .base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetError, TargetNotRunning
 
 log = logging.getLogger(__name__)
@@ -140,15 +140,12 @@ class TgtDriver(TargetDriver):
             have = targets.get(export.iqn)
             if have is not None and self._up_to_date(have, want):
                 return
-            # Only hand passwords tgtd may not have yet: re-creating an account is what sets one.
             apply = dict(want)
-            for key in ("chap", "mutual_chap"):
-                if want[key] and self._passwords.get(want[key]["user"]) == want[key]["password"]:
-                    apply[key] = {"user": want[key]["user"], "password": None}
             if have is None:
                 apply["tid"] = self._next_tid  # kept in memory: no O(n) scan per export
             try:
-                tgtlib.apply_target(self.tgt, apply, have, all_targets=targets)
+                # the passwords this tgtd holds are not set again (re-creating an account is what sets one)
+                tgtlib.apply_target(self.tgt, apply, have, all_targets=targets, known_passwords=self._passwords)
             except tgtlib.TgtadmError as exc:
                 if have is None and "already exists" in str(exc):
                     # Someone else (tgt-admin, the iscsi_target module) took that tid or IQN:
@@ -160,7 +157,7 @@ class TgtDriver(TargetDriver):
                     self._apply_fresh(export, apply, targets)
                     return
                 if have is None:  # leave nothing half-made behind
-                    self.tgt.cmd("--mode", "target", "--op", "delete", "--force", "--tid", apply["tid"], check=False)
+                    self._quietly(self.tgt.delete_target, apply["tid"])
                 self._targets = None  # unknown partial state: re-read next time
                 raise TargetError("export of %s failed: %s%s" % (export.iqn, exc, self._hint(exc))) from exc
             self._remember(export, want, have, apply)
@@ -174,8 +171,16 @@ class TgtDriver(TargetDriver):
         for key in ("chap", "mutual_chap"):
             user = (old.get(key) or {}).get("user")
             if user and not any((t.get(k) or {}).get("user") == user for t in targets.values() for k in ("chap", "mutual_chap")):
-                self.tgt.cmd("--mode", "account", "--op", "delete", "--user", user, check=False)
+                self._quietly(self.tgt.delete_account, user)
                 self._passwords.pop(user, None)
+
+    @staticmethod
+    def _quietly(method, *args) -> None:
+        """A clean-up step whose failure changes nothing (the thing is already gone)."""
+        try:
+            method(*args)
+        except tgtlib.TgtadmError:
+            pass
 
     def _hint(self, exc: Exception) -> str:
         if self.bstype == "aio" and "logicalunit --op new" in str(exc) and "invalid request" in str(exc):
@@ -189,7 +194,7 @@ class TgtDriver(TargetDriver):
         if have is None:
             apply["tid"] = tgtlib.next_free_tid(t["tid"] for t in targets.values())
         try:
-            tgtlib.apply_target(self.tgt, apply, have, all_targets=targets)
+            tgtlib.apply_target(self.tgt, apply, have, all_targets=targets, known_passwords=self._passwords)
         except tgtlib.TgtadmError as exc:
             self._targets = None
             raise TargetError("export of %s failed: %s" % (export.iqn, exc)) from exc
@@ -200,7 +205,6 @@ class TgtDriver(TargetDriver):
         state["luns"] = [dict(lu) for lu in want["luns"]]
         for key in ("chap", "mutual_chap"):
             if want[key]:
-                self._passwords[want[key]["user"]] = want[key]["password"]
                 state[key] = {"user": want[key]["user"], "password": None}
         self._targets[export.iqn] = state
         self._next_tid = max(self._next_tid, state["tid"] + 1)
@@ -275,5 +279,8 @@ class TgtDriver(TargetDriver):
             self._generation = identity
             if identity != self._identity:
                 self._targets = None  # restarted: every target is gone, reload on next use
-            rc = self.tgt.cmd("--mode", "system", "--op", "show", check=False)[0]
-            return rc == 0
+            try:
+                self.tgt.show_system_text()
+            except tgtlib.TgtadmError:
+                return False
+            return True

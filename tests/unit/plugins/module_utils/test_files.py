@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
+from ansible_collections.pvesan.storage.plugins.module_utils._files import atomic_write, read_text
 
 
 def test_read_text_of_a_missing_file_is_none(tmp_path):

@@ -2,7 +2,7 @@
 # Copyright (c) 2026, pvesan.storage contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""plugins/module_utils/lio.py against the in-memory rtslib-fb fake of the service tests
+"""plugins/module_utils/_lio.py against the in-memory rtslib-fb fake of the service tests
 (service/tests/fixtures/targets/fake_rtslib.py).  The real-kernel run (kernel VM) is
 service/tests/test_targets_lio_kernel.py."""
 from __future__ import absolute_import, division, print_function
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils import lio
+from ansible_collections.pvesan.storage.plugins.module_utils import _lio as lio
 
 FAKE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "service", "tests", "fixtures", "targets", "fake_rtslib.py")
 

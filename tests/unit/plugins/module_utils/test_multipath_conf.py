@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.multipath_conf import (
+from ansible_collections.pvesan.storage.plugins.module_utils._multipath_conf import (
     ConfError,
     apply,
     apply_wwids,

@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (
     Section, StorageCfgError, StorageConfig, format_section,
 )
 

@@ -20,11 +20,11 @@ import subprocess
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (
     Section, StorageCfgError, StorageConfig, format_section,
 )
-from ansible_collections.pvesan.storage.plugins.module_utils import pve_storage_schema
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+from ansible_collections.pvesan.storage.plugins.module_utils import _pve_storage_schema as pve_storage_schema
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import (
     PROPERTIES, TYPES, SchemaError, decode_value,
 )
 

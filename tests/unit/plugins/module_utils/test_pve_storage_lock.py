@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils import pve_cluster_lock
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_cluster_lock import LockError, StorageCfgLock
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+from ansible_collections.pvesan.storage.plugins.module_utils import _pve_cluster_lock as pve_cluster_lock
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_cluster_lock import LockError, StorageCfgLock
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (
     StorageCfgFile, StorageConfig, desired_props, plan_present,
 )
 

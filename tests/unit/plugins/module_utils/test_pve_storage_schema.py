@@ -8,10 +8,10 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (
     Section, StorageConfig, desired_props, format_section, plan_present,
 )
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import (
     PROPERTIES, TYPES, SchemaError,
 )
 

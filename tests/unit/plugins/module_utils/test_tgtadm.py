@@ -2,7 +2,7 @@
 # Copyright (c) 2026, pvesan.storage contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Parsing and command lines of plugins/module_utils/tgtadm.py, on output recorded from a real
+"""Parsing and command lines of plugins/module_utils/_tgt.py, on output recorded from a real
 tgtd 1.0.85 (see fixtures/tgtadm/README.md).  The end-to-end run against a live tgtd is in
 service/tests/test_targets_tgt.py."""
 from __future__ import absolute_import, division, print_function
@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils import tgtadm
+from ansible_collections.pvesan.storage.plugins.module_utils import _tgt as tgtadm
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tgtadm")
 

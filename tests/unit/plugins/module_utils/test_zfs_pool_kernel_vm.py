@@ -15,7 +15,7 @@ import shlex
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.zfs_pool import (
+from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import (
     Resolver,
     draid_arg,
     layout_args,

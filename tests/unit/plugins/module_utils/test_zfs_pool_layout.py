@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.zfs_pool import (
+from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import (
     PoolError,
     Resolver,
     check_pool_name,

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from ansible_collections.pvesan.storage.plugins.module_utils.zfs_pool import (
+from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import (
     Resolver,
     parse_import_list,
     parse_status,

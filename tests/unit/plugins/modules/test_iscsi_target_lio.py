@@ -60,11 +60,13 @@ def test_create_once_saved_once_then_idempotent(capsys, fake, disks):
                 luns=[{'path': disks[0], 'serial': 'lio0001'}, {'path': disks[1]}],
                 chap={'user': 'pve', 'password': 'secret-in-0001'})
     res = run(capsys, mod, args, check=True)
-    assert res['changed'] and res['changes'] == ['target %s created' % IQN]
+    # check mode reports the library's own plan: the changes the real run makes
+    planned = ['target %s created' % IQN, 'lun 1 created', 'lun 2 created', 'chap set for pve', 'portal 127.0.0.1:3260 added']
+    assert res['changed'] and res['changes'] == planned
     assert fake.STATE['targets'] == {} and fake.saves == []
 
     res = run(capsys, mod, args)
-    assert res['changed'] and len(fake.saves) == 1  # one save for the whole run
+    assert res['changed'] and res['changes'] == planned and len(fake.saves) == 1  # one save for the whole run
     assert [lun['lun'] for lun in res['target']['luns']] == [1, 2]
     assert res['target']['chap'] == {'user': 'pve'}  # never the password
     assert 'secret-in-0001' not in json.dumps(res)
@@ -79,7 +81,7 @@ def test_add_lun_and_acl_in_place(capsys, fake, disks):
     target_object = fake.STATE['targets'][IQN]
     res = run(capsys, mod, dict(base, luns=base['luns'] + [{'path': disks[1], 'serial': 'lio0002'}],
                                 initiators=['iqn.1993-08.org.debian:01:pve1']), check=True)
-    assert res['changes'] == ['lun 2 created', 'initiators iqn.1993-08.org.debian:01:pve1']
+    assert res['changes'] == ['lun 2 created', 'initiator iqn.1993-08.org.debian:01:pve1 added']
     res = run(capsys, mod, dict(base, luns=base['luns'] + [{'path': disks[1], 'serial': 'lio0002'}],
                                 initiators=['iqn.1993-08.org.debian:01:pve1']))
     assert 'lun 2 created' in res['changes'] and len(fake.saves) == 2

@@ -5,7 +5,8 @@
 """Drive the user-space iSCSI target tgtd through ``tgtadm`` (standard library only, Python 3.8+).
 
 Shared by the ``iscsi_target`` module and the bundled volume service (which imports this very
-file through a symlink), so the command lines and the parsing of ``tgtadm --op show`` exist once.
+file as a byte-identical copy in its ``shared`` package), so the command lines and the parsing of
+``tgtadm --op show`` exist once.
 
 Declarative API: one target is a plain dict::
 
@@ -23,8 +24,9 @@ Declarative API: one target is a plain dict::
      "sessions": [{"id": 4, "initiator": "iqn...", "addresses": ["127.0.0.1"]}]}   # read only
 
 - ``read_targets(tgtadm)`` returns ``{iqn: dict}`` for every target (one ``--op show`` call).
-- ``apply_target(tgtadm, desired, current=None)`` creates or updates one target in place and
-  returns the list of changes made (``[]`` when already as desired); ``remove_target`` deletes one.
+- ``plan_target(desired, current)`` gives the steps (changes and their tgtadm commands) that make
+  one target match; check mode reports them, ``apply_steps`` runs them; ``apply_target`` does
+  both and returns the changes (``[]`` when already as desired); ``remove_target`` deletes one.
 
 What ``--op show`` cannot tell (so reads report ``None``): CHAP passwords, vendor/product ids and
 the write-cache setting.  ``size`` is the size tgtd reports, rounded to MB (10**6 bytes).
@@ -66,7 +68,9 @@ def _default_run(argv):
     # communicate()'s two-pipe poll loop on every change (a create makes four tgtadm calls).
     ops = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--op"]
     stdout = subprocess.PIPE if ops in ([], ["show"]) else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, universal_newlines=True)
+    # the C locale: the output is parsed
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, universal_newlines=True,
+                            env=dict(os.environ, LC_ALL="C"))
     out, err = proc.communicate()
     return proc.returncode, out or "", err
 
@@ -220,6 +224,10 @@ class Tgtadm(object):
         out = self.cmd("--mode", "portal", "--op", "show")[1]
         return [line.split(":", 1)[1].strip().split(",")[0] for line in out.splitlines() if line.startswith("Portal:")]
 
+    def new_portal(self, portal):
+        """Listen on one more portal (``ip:port``) until tgtd stops."""
+        self.cmd("--mode", "portal", "--op", "new", "--param", "portal=%s" % portal)
+
     def show_accounts(self):
         out = self.cmd("--mode", "account", "--op", "show")[1]
         return [line.strip() for line in out.splitlines()[1:] if line.strip()]
@@ -241,24 +249,12 @@ class Tgtadm(object):
     def update_target(self, tid, name, value):
         self.cmd("--mode", "target", "--op", "update", "--tid", tid, "--name", name, "--value", value)
 
-    def new_lun(self, tid, lun, path, bstype="rdwr", bsoflags=None, block_size=None):
-        args = ["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", lun, "--backing-store", path]
-        if bstype:
-            args += ["--bstype", bstype]
-        if bsoflags:
-            args += ["--bsoflags", bsoflags]
-        if block_size and int(block_size) != 512:
-            args += ["--blocksize", block_size]
-        self.cmd(*args)
-
     def delete_lun(self, tid, lun):
-        self.cmd("--mode", "logicalunit", "--op", "delete", "--tid", tid, "--lun", lun)
+        _delete_lun(tid, lun).run(self)
 
     def update_lun(self, tid, lun, params):
         """``params``: dict (vendor_id, product_id, scsi_sn, readonly, ...) or a raw string."""
-        if isinstance(params, dict):
-            params = ",".join("%s=%s" % (k, v) for k, v in sorted(params.items()))
-        self.cmd("--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", lun, "--params", params)
+        _update_lun(tid, lun, params).run(self)
 
     def bind_initiator(self, tid, initiator):
         """``initiator``: an IP address/CIDR, ``ALL``, or an initiator IQN (bound by name)."""
@@ -412,94 +408,166 @@ def _lun_params(lun):
     return params
 
 
-def apply_target(tgtadm, desired, current=None, all_targets=None):
-    """Make one target match ``desired`` (a target dict; ``tid`` is required when ``current`` is
-    None).  ``current`` is the dict read before (``read_targets``) or None when it does not exist.
+class Step(object):
+    """One step of a plan: the change it makes (``change``; None for a step that is not a change
+    to report, e.g. target parameters) and its ``commands`` (run in order)."""
 
-    CHAP accounts are global in tgtd: the account of ``chap``/``mutual_chap`` is (re)created with
-    the given password when ``password`` is set, then bound; a re-created account is bound again to
-    the other targets of ``all_targets`` (``{iqn: dict}``) that used it.  Returns the changes made.
-    """
-    changes = []
+    def __init__(self, change, commands):
+        self.change = change
+        self.commands = commands
+
+
+class Command(object):
+    """One tgtadm command line (the arguments after ``--lld``)."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def run(self, tgtadm):
+        tgtadm.cmd(*self.args)
+
+
+class SetAccount(Command):
+    """Create a CHAP account, or re-create it when tgtd has one of that name (tgtd can neither
+    change nor show a password); a re-created account is unbound from every target, so it is bound
+    again to ``rebind`` (tid, outgoing) - the other targets that used it."""
+
+    def __init__(self, user, password, rebind=()):
+        Command.__init__(self, "--mode", "account", "--op", "new", "--user", user, "--password", password)
+        self.user, self.password, self.rebind = user, password, list(rebind)
+
+    def run(self, tgtadm):
+        if tgtadm.set_account(self.user, self.password) == "re-created":
+            for tid, outgoing in self.rebind:
+                tgtadm.bind_account(tid, self.user, outgoing=outgoing)
+
+
+def _knows(known_passwords, account, current, all_targets, key):
+    """True when tgtd holds ``account`` with its password already: the password is the one last
+    set (``known_passwords``, user -> password) and a target still binds the account."""
+    if not account.get("password") or (known_passwords or {}).get(account["user"]) != account["password"]:
+        return False
+    bound = [t for t in [current] + list((all_targets or {}).values()) if t and (t.get(key) or {}).get("user") == account["user"]]
+    return bool(bound)
+
+
+def plan_target(desired, current=None, all_targets=None, known_passwords=None):
+    """The steps that make one target match ``desired`` (a target dict; ``tid`` is required when
+    ``current`` is None).  ``current`` is the dict read before (``read_targets``) or None when it
+    does not exist; ``all_targets`` (``{iqn: dict}``) are the others, whose accounts a re-created
+    account must be bound to again; ``known_passwords`` (user -> password) are the passwords tgtd
+    holds already, so those accounts are not re-created.  Check mode reports the plan."""
+    steps = []
     tid = current["tid"] if current else desired["tid"]
     if current is None:
-        tgtadm.new_target(tid, desired["iqn"])
-        changes.append("target %s created (tid %s)" % (desired["iqn"], tid))
+        steps.append(Step("target %s created (tid %s)" % (desired["iqn"], tid),
+                          [Command("--mode", "target", "--op", "new", "--tid", tid, "--targetname", desired["iqn"])]))
         current = {"iqn": desired["iqn"], "tid": tid, "luns": [], "initiators": [], "allow_all": False, "chap": None, "mutual_chap": None}
 
     have_luns = dict((lu["lun"], lu) for lu in current.get("luns") or [])
     want_luns = dict((lu["lun"], lu) for lu in desired.get("luns") or [])
     for number in sorted(set(have_luns) - set(want_luns)):
-        tgtadm.delete_lun(tid, number)
-        changes.append("lun %s deleted" % number)
+        steps.append(Step("lun %s deleted" % number, [_delete_lun(tid, number)]))
     for number, want in sorted(want_luns.items()):
         have = have_luns.get(number)
         recreate = have is not None and (
             have.get("path") != want["path"]
             or (want.get("bstype") and have.get("bstype") != want["bstype"])
             or (want.get("block_size") and have.get("block_size") != int(want["block_size"])))
-        if recreate:
-            tgtadm.delete_lun(tid, number)
-            have = None
-        if have is None:
-            tgtadm.new_lun(tid, number, want["path"], want.get("bstype") or "rdwr", want.get("bsoflags"), want.get("block_size"))
-            tgtadm.update_lun(tid, number, _lun_params(want))
-            if want.get("write_cache") is False:
-                tgtadm.update_lun(tid, number, WRITE_CACHE_OFF_MODE_PAGE)
-            changes.append("lun %s %s" % (number, "re-created" if recreate else "created"))
-            continue
+        if have is None or recreate:
+            commands = [_delete_lun(tid, number)] if recreate else []
+            steps.append(Step("lun %s %s" % (number, "re-created" if recreate else "created"), commands + _new_lun(tid, want)))
         # vendor/product/write cache cannot be read back: only serial and read-only are compared.
-        if (want.get("serial") and have.get("serial") != want["serial"]) or bool(have.get("readonly")) != bool(want.get("readonly")):
-            tgtadm.update_lun(tid, number, _lun_params(want))
-            changes.append("lun %s parameters updated" % number)
+        elif (want.get("serial") and have.get("serial") != want["serial"]) or bool(have.get("readonly")) != bool(want.get("readonly")):
+            steps.append(Step("lun %s parameters updated" % number, [_update_lun(tid, number, _lun_params(want))]))
 
     have_acl = current.get("initiators") or []
     want_acl = desired.get("initiators") or []
     for initiator in [a for a in have_acl if a not in want_acl]:
-        tgtadm.unbind_initiator(tid, initiator)
-        changes.append("initiator %s unbound" % initiator)
+        steps.append(Step("initiator %s unbound" % initiator,
+                          [Command("--mode", "target", "--op", "unbind", "--tid", tid, *_acl_args(initiator))]))
     for initiator in [a for a in want_acl if a not in have_acl]:
-        tgtadm.bind_initiator(tid, initiator)
-        changes.append("initiator %s bound" % initiator)
+        steps.append(Step("initiator %s bound" % initiator,
+                          [Command("--mode", "target", "--op", "bind", "--tid", tid, *_acl_args(initiator))]))
     # tgt needs an explicit ALL rule for "any initiator"; without any rule nobody may log in (nor
     # discover the target). ``any_initiator`` says which; without it an empty list means any.
     want_all = desired["any_initiator"] if "any_initiator" in desired else not want_acl
     if want_all and not current.get("allow_all"):
-        tgtadm.bind_initiator(tid, "ALL")
-        changes.append("initiator ALL bound")
+        steps.append(Step("initiator ALL bound", [Command("--mode", "target", "--op", "bind", "--tid", tid, *_acl_args("ALL"))]))
     elif not want_all and current.get("allow_all"):
-        tgtadm.unbind_initiator(tid, "ALL")
-        changes.append("initiator ALL unbound")
+        steps.append(Step("initiator ALL unbound", [Command("--mode", "target", "--op", "unbind", "--tid", tid, *_acl_args("ALL"))]))
 
     for key, outgoing in (("chap", False), ("mutual_chap", True)):
         want, have = desired.get(key), current.get(key)
         have_user = have["user"] if have else None
         want_user = want["user"] if want else None
         if have_user and have_user != want_user:
-            tgtadm.unbind_account(tid, have_user, outgoing=outgoing)
-            changes.append("%s %s unbound" % (key, have_user))
+            steps.append(Step("%s %s unbound" % (key, have_user), [_account("unbind", tid, have_user, outgoing)]))
         if want_user:
-            if want.get("password") and tgtadm.set_account(want_user, want["password"]) == "re-created":
-                for other in (all_targets or {}).values():
-                    if other["iqn"] != desired["iqn"] and (other.get(key) or {}).get("user") == want_user:
-                        tgtadm.bind_account(other["tid"], want_user, outgoing=outgoing)
-            if have_user != want_user or want.get("password"):
-                tgtadm.bind_account(tid, want_user, outgoing=outgoing)
-                changes.append("%s %s bound" % (key, want_user))
+            set_password = want.get("password") and not _knows(known_passwords, want, current, all_targets, key)
+            commands = []
+            if set_password:
+                others = [(o["tid"], outgoing) for o in (all_targets or {}).values()
+                          if o["iqn"] != desired["iqn"] and (o.get(key) or {}).get("user") == want_user]
+                commands.append(SetAccount(want_user, want["password"], others))
+            if have_user != want_user or set_password:
+                steps.append(Step("%s %s bound" % (key, want_user), commands + [_account("bind", tid, want_user, outgoing)]))
 
     for name, value in sorted((desired.get("attributes") or {}).items()):
-        tgtadm.update_target(tid, name, value)
-    return changes
+        steps.append(Step(None, [Command("--mode", "target", "--op", "update", "--tid", tid, "--name", name, "--value", value)]))
+    return steps
+
+
+def apply_steps(tgtadm, steps, known_passwords=None):
+    """Run the commands of a plan; returns its changes.  Passwords set are added to
+    ``known_passwords``."""
+    for step in steps:
+        for command in step.commands:
+            command.run(tgtadm)
+            if isinstance(command, SetAccount) and known_passwords is not None:
+                known_passwords[command.user] = command.password
+    return [step.change for step in steps if step.change]
+
+
+def apply_target(tgtadm, desired, current=None, all_targets=None, known_passwords=None):
+    """Make one target match ``desired`` (``plan_target`` then ``apply_steps``); returns the
+    changes made (``[]`` when already as desired)."""
+    return apply_steps(tgtadm, plan_target(desired, current, all_targets, known_passwords), known_passwords)
+
+
+def _delete_lun(tid, number):
+    return Command("--mode", "logicalunit", "--op", "delete", "--tid", tid, "--lun", number)
+
+
+def _new_lun(tid, lun):
+    """The commands that add a LUN with every parameter it has."""
+    args = ["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", lun["lun"], "--backing-store", lun["path"],
+            "--bstype", lun.get("bstype") or "rdwr"]
+    if lun.get("bsoflags"):
+        args += ["--bsoflags", lun["bsoflags"]]
+    if lun.get("block_size") and int(lun["block_size"]) != 512:
+        args += ["--blocksize", lun["block_size"]]
+    commands = [Command(*args), _update_lun(tid, lun["lun"], _lun_params(lun))]
+    if lun.get("write_cache") is False:
+        commands.append(_update_lun(tid, lun["lun"], WRITE_CACHE_OFF_MODE_PAGE))
+    return commands
+
+
+def _update_lun(tid, number, params):
+    if isinstance(params, dict):
+        params = ",".join("%s=%s" % (k, v) for k, v in sorted(params.items()))
+    return Command("--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", number, "--params", params)
+
+
+def _account(op, tid, user, outgoing):
+    args = ["--mode", "account", "--op", op, "--tid", tid, "--user", user]
+    return Command(*(args + ["--outgoing"] if outgoing else args))
 
 
 def refresh_lun(tgtadm, tid, lun):
     """Make tgtd re-read the size of a grown backing store: tgt has no resize operation, so the
     LUN is deleted and added again with the same parameters (initiators get a unit attention)."""
-    tgtadm.delete_lun(tid, lun["lun"])
-    tgtadm.new_lun(tid, lun["lun"], lun["path"], lun.get("bstype") or "rdwr", lun.get("bsoflags"), lun.get("block_size"))
-    tgtadm.update_lun(tid, lun["lun"], _lun_params(lun))
-    if lun.get("write_cache") is False:
-        tgtadm.update_lun(tid, lun["lun"], WRITE_CACHE_OFF_MODE_PAGE)
+    apply_steps(tgtadm, [Step("lun %s refreshed" % lun["lun"], [_delete_lun(tid, lun["lun"])] + _new_lun(tid, lun))])
 
 
 def remove_target(tgtadm, current):

@@ -31,8 +31,8 @@ __metaclass__ = type
 import os
 import re
 
-from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+from ansible_collections.pvesan.storage.plugins.module_utils._files import atomic_write, read_text
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import (
     MARKER_PROPS, PROPERTIES, REMOVED_IN_PVE9, SECRET_PROPS, TYPES, SchemaError, check_list, check_storage_id,
     check_string, decode_value, encode_value,
 )

@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Drive the Linux kernel iSCSI target (LIO) through rtslib-fb (``python3-rtslib-fb``).
 
-Shared by the ``iscsi_target`` module and the bundled volume service (through a symlink).
+Shared by the ``iscsi_target`` module and the bundled volume service (a byte-identical copy in its
+``shared`` package).
 rtslib-fb is imported lazily: this file loads without it, and every call that needs it raises
 ``LioError`` saying what to install.  Python 3.8+, standard library plus rtslib-fb.
 
@@ -22,7 +23,8 @@ Same declarative dicts as ``tgtadm.py``::
      "attributes": {"login_timeout": "15"}}              # TPG attributes
 
 - ``read_targets()`` -> ``{iqn: dict}`` of every iSCSI target; ``read_target(iqn)`` -> dict or None.
-- ``apply_target(desired)`` creates or updates one target in place, returns the changes made.
+- ``plan_target(desired, current)`` -> the steps that make a target match (check mode reports
+  their changes), ``apply_steps(steps)`` makes them; ``apply_target(desired)`` does both.
 - ``remove_target(iqn)`` deletes a target and the storage objects only it used.
 - ``refresh_lun(iqn, lun)`` makes a grown backing file visible (re-creates the LUN).
 
@@ -92,7 +94,7 @@ def _chap(userid, password):
 def _target_dict(target):
     tpg = _tpg_of(target)
     out = {"iqn": target.wwn, "tid": None, "luns": [], "initiators": [], "chap": None, "mutual_chap": None,
-           "portals": [], "attributes": {}, "allow_all": False}
+           "portals": [], "attributes": {}, "allow_all": False, "acl_chap": {}}
     if tpg is None:
         return out
     for lun in sorted(tpg.luns, key=lambda x: x.lun):
@@ -105,6 +107,9 @@ def _target_dict(target):
     auth = acls[0] if acls else tpg  # demo mode: TPG-wide credentials
     out["chap"] = _chap(auth.chap_userid, auth.chap_password)
     out["mutual_chap"] = _chap(auth.chap_mutual_userid, auth.chap_mutual_password)
+    # each ACL's own credentials (plan_target compares them)
+    out["acl_chap"] = dict((acl.node_wwn, (_chap(acl.chap_userid, acl.chap_password),
+                                           _chap(acl.chap_mutual_userid, acl.chap_mutual_password))) for acl in acls)
     out["portals"] = sorted("%s:%s" % (p.ip_address, p.port) for p in tpg.network_portals)
     out["attributes"] = {"authentication": tpg.get_attribute("authentication"),
                          "generate_node_acls": tpg.get_attribute("generate_node_acls")}
@@ -151,6 +156,28 @@ def _storage_object(rts, lun):
                                    wwn=lun.get("serial"))
 
 
+class Step(object):
+    """One step of a plan: the change it makes (``change``; None for settings re-applied every
+    time, which are not a change to report) and the function that makes it, given rtslib (None
+    for a change that the settings steps of the plan make)."""
+
+    def __init__(self, change, action):
+        self.change = change
+        self.action = action
+
+
+def _tpg(rts, iqn):
+    return _tpg_of(_lookup(rts, iqn))
+
+
+def _lun_obj(tpg, number):
+    return next(lun for lun in tpg.luns if lun.lun == number)
+
+
+def _acl_obj(tpg, initiator):
+    return next(acl for acl in tpg.node_acls if acl.node_wwn == initiator)
+
+
 def _set_chap(obj, chap, mutual):
     obj.chap_userid = chap["user"] if chap else ""
     obj.chap_password = chap["password"] if chap else ""
@@ -158,96 +185,146 @@ def _set_chap(obj, chap, mutual):
     obj.chap_mutual_password = mutual["password"] if mutual else ""
 
 
-def apply_target(desired):
-    """Create or update one target to match ``desired``; returns the list of changes.  A target
-    this call created is removed again when a later step fails (nothing half-made is left)."""
-    rts = rtslib()
-    created = _lookup(rts, desired["iqn"]) is None
-    try:
-        return _apply(rts, desired)
-    except Exception:
-        if created:
-            remove_target(desired["iqn"])
-        raise
+def _map_luns(rts, acl, tpg, want_luns):
+    """Map every LUN of the TPG into the ACL with the wanted write protection."""
+    mapped = dict((m.mapped_lun, m) for m in acl.mapped_luns)
+    for lun in tpg.luns:
+        readonly = bool(want_luns[lun.lun].get("readonly"))
+        m = mapped.get(lun.lun)
+        if m is not None and m.write_protect != readonly:
+            m.delete()
+            m = None
+        if m is None:
+            rts.MappedLUN(acl, lun.lun, lun, write_protect=readonly)
 
 
-def _apply(rts, desired):
-    changes = []
+def _mode(desired):
+    """Demo mode (any initiator, TPG-wide CHAP) or ACL mode, and the initiators of the ACLs."""
+    initiators = desired.get("initiators") or []
+    demo = desired["any_initiator"] if "any_initiator" in desired else not initiators
+    return demo, ([] if demo else list(initiators))
+
+
+def plan_target(desired, current=None):
+    """The steps that make one target match ``desired``, from its state ``current`` as
+    ``read_target`` gives it (None: it does not exist).  Check mode reports the steps' changes;
+    ``apply_steps`` makes them.  A plan without changes (only settings re-applied) leaves the
+    target as it is."""
+    iqn = desired["iqn"]
     for initiator in desired.get("initiators") or []:
         if not initiator.startswith(("iqn.", "eui.", "naa.")):
             raise LioError("LIO ACLs take initiator names (iqn./eui./naa.), not addresses: %r" % initiator)
-    before = read_target(desired["iqn"])
-    target = _lookup(rts, desired["iqn"])
-    if target is None:
-        target = rts.Target(_fabric(rts), desired["iqn"], mode="create")
-        changes.append("target %s created" % desired["iqn"])
-    tpg = _tpg_of(target) or rts.TPG(target, TPG_TAG, mode="create")
+    steps = []
+    if current is None:
+        def create(rts):
+            target = rts.Target(_fabric(rts), iqn, mode="create")
+            rts.TPG(target, TPG_TAG, mode="create")
+        steps.append(Step("target %s created" % iqn, create))
+        current = {"luns": [], "initiators": [], "chap": None, "mutual_chap": None, "portals": [], "attributes": {},
+                   "acl_chap": {}, "acl_readonly": {}}
 
     want_luns = dict((lu["lun"], lu) for lu in desired.get("luns") or [])
-    for lun in list(tpg.luns):
-        want = want_luns.get(lun.lun)
-        so = lun.storage_object
-        if want is None or so.udev_path != want["path"] or so.wwn != want.get("serial"):
-            lun.delete()
-            if not list(so.attached_luns):
-                so.delete()
-            changes.append("lun %s removed" % lun.lun)
-    have = dict((lun.lun, lun) for lun in tpg.luns)
+    have_luns = dict((lu["lun"], lu) for lu in current["luns"])
+    for number, have in sorted(have_luns.items()):
+        want = want_luns.get(number)
+        if want is None or have["path"] != want["path"] or have["serial"] != want.get("serial"):
+            def remove(rts, number=number):
+                lun = _lun_obj(_tpg(rts, iqn), number)
+                so = lun.storage_object
+                lun.delete()
+                if not list(so.attached_luns):
+                    so.delete()
+            steps.append(Step("lun %s removed" % number, remove))
+            del have_luns[number]
     for number, want in sorted(want_luns.items()):
-        if number not in have:
-            have[number] = rts.LUN(tpg, lun=number, storage_object=_storage_object(rts, want))
-            changes.append("lun %s created" % number)
+        if number in have_luns and bool(have_luns[number]["readonly"]) != bool(want.get("readonly")):
+            steps.append(Step("lun %s readonly=%s" % (number, bool(want.get("readonly"))), None))  # made by the mappings
+        if number not in have_luns:
+            def create_lun(rts, number=number, want=want):
+                rts.LUN(_tpg(rts, iqn), lun=number, storage_object=_storage_object(rts, want))
+            steps.append(Step("lun %s created" % number, create_lun))
 
-    initiators = desired.get("initiators") or []
-    demo = desired["any_initiator"] if "any_initiator" in desired else not initiators
-    if demo:
-        initiators = []  # any initiator: per-initiator ACLs would add nothing
+    demo, initiators = _mode(desired)
     chap, mutual = desired.get("chap"), desired.get("mutual_chap")
     readonly = any(lu.get("readonly") for lu in want_luns.values())
-    tpg.set_attribute("generate_node_acls", "1" if demo else "0")
-    tpg.set_attribute("cache_dynamic_acls", "1" if demo else "0")
-    # without it LIO lists the target in SendTargets to every initiator, ACL or not
-    tpg.set_attribute("demo_mode_discovery", "1" if demo else "0")
-    tpg.set_attribute("demo_mode_write_protect", "1" if readonly and demo else "0")
-    tpg.set_attribute("authentication", "1" if chap else "0")
-    for acl in list(tpg.node_acls):
-        if acl.node_wwn not in initiators:
-            acl.delete()
-            changes.append("initiator %s removed" % acl.node_wwn)
-    acls = dict((acl.node_wwn, acl) for acl in tpg.node_acls)
+
+    def mode(rts):
+        tpg = _tpg(rts, iqn)
+        tpg.set_attribute("generate_node_acls", "1" if demo else "0")
+        tpg.set_attribute("cache_dynamic_acls", "1" if demo else "0")
+        # without it LIO lists the target in SendTargets to every initiator, ACL or not
+        tpg.set_attribute("demo_mode_discovery", "1" if demo else "0")
+        tpg.set_attribute("demo_mode_write_protect", "1" if readonly and demo else "0")
+        tpg.set_attribute("authentication", "1" if chap else "0")
+    steps.append(Step(None, mode))
+
+    for initiator in current["initiators"]:
+        if initiator not in initiators:
+            steps.append(Step("initiator %s removed" % initiator,
+                              lambda rts, initiator=initiator: _acl_obj(_tpg(rts, iqn), initiator).delete()))
     for initiator in initiators:
-        acl = acls.get(initiator)
-        if acl is None:
-            acl = rts.NodeACL(tpg, initiator, mode="create")
-            changes.append("initiator %s added" % initiator)
-        mapped = dict((m.mapped_lun, m) for m in acl.mapped_luns)
-        for number, lun in have.items():
-            m = mapped.get(number)
-            if m is not None and m.write_protect != bool(want_luns[number].get("readonly")):
-                m.delete()
-                m = None
-            if m is None:
-                rts.MappedLUN(acl, number, lun, write_protect=bool(want_luns[number].get("readonly")))
-        _set_chap(acl, chap, mutual)
-    _set_chap(tpg, chap if demo else None, mutual if demo else None)
+        def acl(rts, initiator=initiator):
+            tpg = _tpg(rts, iqn)
+            found = [a for a in tpg.node_acls if a.node_wwn == initiator]
+            node = found[0] if found else rts.NodeACL(tpg, initiator, mode="create")
+            _map_luns(rts, node, tpg, want_luns)
+            _set_chap(node, chap, mutual)
+        if initiator not in current["initiators"]:
+            steps.append(Step("initiator %s added" % initiator, acl))
+        else:
+            steps.append(Step(None, acl))
+            if current["acl_chap"].get(initiator) != (chap, mutual):
+                steps.append(Step("chap of %s %s" % (initiator, "set for %s" % chap["user"] if chap else "removed"), None))
+    tpg_chap = (chap, mutual) if demo else (None, None)
+    if demo and (current.get("chap"), current.get("mutual_chap")) != tpg_chap:
+        steps.append(Step("chap %s" % ("set for %s" % chap["user"] if chap else "removed"), None))
+    steps.append(Step(None, lambda rts: _set_chap(_tpg(rts, iqn), *tpg_chap)))
 
     want_portals = desired.get("portals") or ["0.0.0.0:3260"]
-    have_portals = dict(("%s:%s" % (p.ip_address, p.port), p) for p in tpg.network_portals)
-    for key, portal in have_portals.items():
+    for key in current["portals"]:
         if key not in want_portals:
-            portal.delete()
+            def drop(rts, key=key):
+                for portal in _tpg(rts, iqn).network_portals:
+                    if "%s:%s" % (portal.ip_address, portal.port) == key:
+                        portal.delete()
+            steps.append(Step("portal %s removed" % key, drop))
     for key in want_portals:
-        if key not in have_portals:
-            ip, port = key.rsplit(":", 1)
-            rts.NetworkPortal(tpg, ip.strip("[]"), int(port), mode="create")
+        if key not in current["portals"]:
+            def add(rts, key=key):
+                ip, port = key.rsplit(":", 1)
+                rts.NetworkPortal(_tpg(rts, iqn), ip.strip("[]"), int(port), mode="create")
+            steps.append(Step("portal %s added" % key, add))
     for name, value in sorted((desired.get("attributes") or {}).items()):
-        tpg.set_attribute(name, str(value))
-    tpg.enable = True
+        if current["attributes"].get(name) != str(value):
+            steps.append(Step("attribute %s=%s" % (name, value),
+                              lambda rts, name=name, value=value: _tpg(rts, iqn).set_attribute(name, str(value))))
 
-    after = _target_dict(target)
-    if before is not None and not changes and after != before:
-        changes.append("target %s updated" % desired["iqn"])
-    return changes
+    def enable(rts):
+        _tpg(rts, iqn).enable = True
+    steps.append(Step(None, enable))
+    return steps
+
+
+def apply_steps(steps, iqn=None):
+    """Make the steps of a plan; returns their changes.  ``iqn``: the target the plan creates,
+    removed again when a later step fails (nothing half-made is left)."""
+    rts = rtslib()
+    try:
+        for step in steps:
+            if step.action is not None:
+                step.action(rts)
+    except Exception:
+        if iqn is not None:
+            remove_target(iqn)
+        raise
+    return [step.change for step in steps if step.change]
+
+
+def apply_target(desired):
+    """Create or update one target to match ``desired``; returns the list of changes."""
+    current = read_target(desired["iqn"])
+    steps = plan_target(desired, current)
+    return apply_steps(steps, desired["iqn"] if current is None else None)
 
 
 def remove_target(iqn):
@@ -271,7 +348,7 @@ def refresh_lun(iqn, lun_number=DATA_LUN):
     current = read_target(iqn)
     if current is None:
         raise LioError("target %s does not exist" % iqn)
-    want = dict(current)
+    want = dict(current, any_initiator=current["allow_all"])
     lun = [lu for lu in current["luns"] if lu["lun"] == lun_number]
     if not lun:
         raise LioError("target %s has no LUN %s" % (iqn, lun_number))
