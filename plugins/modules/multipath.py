@@ -202,8 +202,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.pvesan.storage.plugins.module_utils.files import atomic_write, read_text
-from ansible_collections.pvesan.storage.plugins.module_utils.multipath_conf import (
+from ansible_collections.pvesan.storage.plugins.module_utils._files import atomic_write, read_text
+from ansible_collections.pvesan.storage.plugins.module_utils._multipath_conf import (
     ConfError,
     SECTIONS,
     apply,
@@ -240,6 +240,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    # the C locale for every command: their output is parsed, translated messages would not match
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C')
     p = module.params
     path, state = p['path'], p['state']
     result = dict(changed=False, path=path, wwids_changed=False, reloaded=False)

@@ -50,6 +50,9 @@ attributes:
   diff_mode:
     support: full
     description: Shows the section text before and after; secret files are listed, never shown.
+extends_documentation_fragment:
+  - pvesan.storage.pve_config
+
 options:
   name:
     description:
@@ -134,11 +137,6 @@ options:
         properties are kept), and secret files for secrets that are not given.
     type: bool
     default: false
-  config_root:
-    description:
-      - Directory that holds C(storage.cfg) and C(priv/); C(/etc/pve) on a Proxmox node.
-    type: path
-    default: /etc/pve
   lock_timeout:
     description:
       - Seconds to wait for the storage.cfg locks (Proxmox waits 10).
@@ -279,12 +277,12 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pvesan.storage.plugins.module_utils.files import read_text
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_cluster_lock import LockError, StorageCfgLock
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (
+from ansible_collections.pvesan.storage.plugins.module_utils._files import read_text
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_cluster_lock import LockError, StorageCfgLock
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (
     StorageCfgError, StorageCfgFile, desired_props, dropped_keys, plan_present, secret_content,
 )
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import (
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import (
     MARKER_PROPS, SECRET_PROPS, TYPES, SchemaError,
 )
 

@@ -25,16 +25,14 @@ attributes:
   check_mode:
     support: full
     description: This module only reads.
+extends_documentation_fragment:
+  - pvesan.storage.pve_config
+
 options:
   name:
     description:
       - Return only this storage. An unknown ID gives an empty result, not an error.
     type: str
-  config_root:
-    description:
-      - Directory that holds C(storage.cfg) and C(priv/); C(/etc/pve) on a Proxmox node.
-    type: path
-    default: /etc/pve
 notes:
   - Proxmox also makes a C(local) storage (dir, C(/var/lib/vz)) exist when the file lacks it; this
     module reports only what the file contains and sets RV(local_implicit) in that case.
@@ -89,8 +87,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import StorageCfgError, StorageCfgFile
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_schema import SECRET_PROPS
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import StorageCfgError, StorageCfgFile
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import SECRET_PROPS
 
 REDACTED = 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
 

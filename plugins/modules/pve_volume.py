@@ -31,6 +31,9 @@ attributes:
   diff_mode:
     support: full
     description: Shows the volume (name, size, snapshots) before and after.
+extends_documentation_fragment:
+  - pvesan.storage.pve_config
+
 options:
   storage:
     description: Storage ID in C(storage.cfg).
@@ -71,10 +74,6 @@ options:
       - Name of a volume of the same storage to clone from, with I(state=present). Without
         I(snapshot), the source must be a template (C(base-...)) and its base snapshot is used.
     type: str
-  config_root:
-    description: Directory holding C(storage.cfg) and C(priv/) (the Proxmox cluster file system).
-    type: path
-    default: /etc/pve
   ca_path:
     description: CA bundle that signed the service certificate (default the system CA store).
     type: path
@@ -183,8 +182,10 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import StorageCfgError, StorageCfgFile
-from ansible_collections.pvesan.storage.plugins.module_utils.pvesan_api import PvesanApi, PvesanApiError, parse_size
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import StorageCfgError, StorageCfgFile
+from ansible_collections.pvesan.storage.plugins.module_utils._pvesan_client import ApiError, PvesanClient, parse_size
 
 NAME_RE = re.compile(r'^(vm|base)-(\d+)-disk-(\d+)$')
 TLS_ENDPOINTS = '/etc/pvesan/tls-endpoints.json'
@@ -207,6 +208,20 @@ def logged_in(sessions, portals, iqn):
     (recorded from open-iscsi 2.1.8 in the kernel VM: tests/unit/plugins/modules/fixtures/iscsi).
     """
     return [pt for pt in portals if re.search(r'\s%s,\d+\s+%s(\s|$)' % (re.escape(pt), re.escape(iqn)), sessions, re.M)]
+
+
+def ansible_transport(validate_certs, ca_path):
+    """The client's transport on ansible.module_utils.urls (proxies, CA bundles as modules use them)."""
+    def send(method, url, headers, body, timeout):
+        try:
+            resp = open_url(url, method=method, data=body, headers=headers, validate_certs=validate_certs,
+                            ca_path=ca_path, timeout=timeout, follow_redirects='none')
+            return resp.getcode(), resp.read(), None
+        except HTTPError as e:
+            return e.code, e.read(), e.headers.get('Location')
+        except (URLError, OSError, ValueError) as e:
+            raise ApiError('cannot reach the pvesan service at %s: %s' % (url.split('/api/')[0], getattr(e, 'reason', e)))
+    return send
 
 
 def public(vol):
@@ -250,9 +265,9 @@ class Volume:
                               "pvesan.storage.pve_storage" % (self.storage, token_file, e.strerror))
         self.module.no_log_values.add(token)
         try:
-            return PvesanApi(self.props['api_url'], token, validate_certs=as_bool(self.props.get('ssl_verify_peer'), True),
-                             ca_path=self.p['ca_path'], timeout=self.p['timeout'])
-        except PvesanApiError as e:
+            return PvesanClient(self.props['api_url'], token, timeout=self.p['timeout'],
+                                transport=ansible_transport(as_bool(self.props.get('ssl_verify_peer'), True), self.p['ca_path']))
+        except ApiError as e:
             fail(self.module, "storage '%s': %s" % (self.storage, e))
 
     # -- names -----------------------------------------------------------------------------
@@ -322,10 +337,10 @@ class Volume:
         p = self.p
         self.size = None
         if p['size'] is not None:
-            self.size = parse_size(p['size'])
-            if self.size is None:
-                fail(self.module, "size %r is not a size: use bytes or a number with K, M, G, T (binary units), e.g. 10G"
-                     % (p['size'],))
+            try:
+                self.size = parse_size(int(p['size']) if str(p['size']).isdigit() else p['size'])
+            except ValueError as e:
+                fail(self.module, "size %r is not a size: %s" % (p['size'], e))
         if p['name']:
             self.name = self.check_name(p['name'])
         elif p['state'] == 'present' and p['vmid'] is not None:
@@ -340,7 +355,7 @@ class Volume:
             return self.run_pvesm()
         try:
             self.run_pvesan(api)
-        except PvesanApiError as e:
+        except ApiError as e:
             if e.status == 0:
                 fail(self.module, "storage '%s' is down: %s" % (self.storage, e))
             fail(self.module, "storage '%s': %s" % (self.storage, e), status=e.status)
@@ -354,7 +369,7 @@ class Volume:
             if self.size is None:
                 fail(self.module, 'size is required to allocate a volume')
             self.name = self.next_free_name(api)
-        vol = api.volume(self.name)
+        vol = api.find_volume(self.name)
         snaps = self.snap_names(api, vol)
         self.diff['before'] = self.summary(vol, snaps)
         state = p['state']
@@ -371,7 +386,7 @@ class Volume:
             if not vol:
                 changed = True
                 if p['clone_from']:
-                    src = api.volume(p['clone_from'])
+                    src = api.find_volume(p['clone_from'])
                     if not src:
                         fail(self.module, "clone_from volume '%s' does not exist on storage '%s'" % (p['clone_from'], self.storage))
                     if not p['snapshot'] and not p['clone_from'].startswith('base-'):
@@ -490,6 +505,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    # the C locale for every command: their output is parsed, translated messages would not match
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C')
     Volume(module).run()
 
 

@@ -260,7 +260,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.pvesan.storage.plugins.module_utils.zfs_pool import (
+from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import (
     PoolError,
     Resolver,
     check_pool_name,
@@ -381,6 +381,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    # the C locale for every command: their output is parsed, translated messages would not match
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C')
     p = module.params
     name, state = p['name'], p['state']
     try:

@@ -86,7 +86,7 @@ zpool_destroy_all() {
     for p in $(zpool list -H -o name 2>/dev/null); do run zpool destroy -f "$p"; done
 }
 
-# --- zfs_pool module: plugins/module_utils/zfs_pool.py, plugins/modules/zfs_pool.py ------------
+# --- zfs_pool module: plugins/module_utils/_zfs_pool.py, plugins/modules/zfs_pool.py ------------
 pool_state() {
     # what the module reads about a pool: zpool status -P -L (resolved device nodes, to compare)
     # and zpool status -P (the vdev paths as zpool keeps them, to name vdevs in attach/remove)

@@ -2,9 +2,10 @@
 
 Standard library only (starts fast: the Proxmox plugin runs it for every storage call).
 Settings, strongest first: command-line flags, environment (PVESAN_API_URL, PVESAN_TOKEN,
-PVESAN_TOKEN_FILE, PVESAN_CA, PVESAN_SSL_VERIFY, PVESAN_TENANT, PVESAN_TIMEOUT), then a TOML file
-(--config, PVESAN_CONFIG, ~/.config/pvesan/client.toml or /etc/pvesan/client.toml) with the keys
-api_url, token, token_file, ca, ssl_verify, tenant, timeout.
+PVESAN_TOKEN_FILE, PVESAN_CA, PVESAN_SSL_VERIFY, PVESAN_INSECURE_HTTP, PVESAN_TENANT,
+PVESAN_TIMEOUT), then a TOML file (--config, PVESAN_CONFIG, ~/.config/pvesan/client.toml or
+/etc/pvesan/client.toml) with the keys api_url, token, token_file, ca, ssl_verify, insecure_http,
+tenant, timeout.  The calls themselves are the shared API client's (shared/_pvesan_client.py).
 
 With ``--json`` stdout carries exactly the API's JSON (``{"ok": true}`` for operations without a
 body) and errors are ``{"error": {"status": N, "message": "..."}}``.  Exit codes: 0 success,
@@ -18,9 +19,8 @@ import json
 import os
 import ssl
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
+
+from .shared._pvesan_client import ApiError, PvesanClient, parse_size, urllib_transport
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_CONNECT, EXIT_SERVER, EXIT_INVALID = range(9)
 DEFAULT_CONFIGS = ("~/.config/pvesan/client.toml", "/etc/pvesan/client.toml")
@@ -85,11 +85,6 @@ def load_settings(args) -> dict:
             raise CliError("cannot read token file %s: %s" % (settings["token_file"], exc.strerror), EXIT_USAGE) from None
     if not settings["api_url"]:
         raise CliError("no API URL: set --api-url, PVESAN_API_URL or api_url in the config file", EXIT_USAGE)
-    scheme = urllib.parse.urlsplit(settings["api_url"]).scheme
-    if scheme != "https" and not (scheme == "http" and settings["insecure_http"]):
-        # checked before anything is sent: the bearer token never travels in clear by mistake
-        raise CliError("refusing to send the API token to %s: use an https:// URL (plain http:// only with "
-                       "--insecure-http, for a lab)" % settings["api_url"], EXIT_USAGE)
     if not settings["token"]:
         raise CliError("no token: set PVESAN_TOKEN, --token-file or token/token_file in the config file", EXIT_USAGE)
     try:
@@ -99,68 +94,25 @@ def load_settings(args) -> dict:
     return settings
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are not followed: urllib would send the Authorization header along, to any host."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-class Client:
-    def __init__(self, settings: dict):
-        self.base = settings["api_url"].rstrip("/")
-        self.token = settings["token"]
-        self.tenant = settings["tenant"]
-        self.timeout = settings["timeout"]
-        if self.base.startswith("https://"):
-            if settings["ssl_verify"]:
-                self.ctx = ssl.create_default_context(cafile=settings["ca"]) if settings["ca"] else ssl.create_default_context()
-            else:
-                self.ctx = ssl._create_unverified_context()  # noqa: S323  (asked for with ssl_verify 0)
+def make_client(settings: dict) -> PvesanClient:
+    ctx = None
+    if settings["api_url"].startswith("https://"):
+        if settings["ssl_verify"]:
+            ctx = ssl.create_default_context(cafile=settings["ca"]) if settings["ca"] else ssl.create_default_context()
         else:
-            self.ctx = None
-
-    def call(self, method: str, path: str, body=None, query=None):
-        query = {k: v for k, v in (query or {}).items() if v not in (None, [], False)}
-        if self.tenant and path.startswith("/api/v1/") and not path.startswith(("/api/v1/tenants", "/api/v1/pools",
-                                                                                "/api/v1/service-types")):
-            query.setdefault("tenant", self.tenant)
-        url = self.base + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: ("true" if v is True else v) for k, v in query.items()}, doseq=True)
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Authorization", "Bearer " + self.token)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=self.ctx))
-        try:
-            with opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise _http_error(exc) from None
-        except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError("cannot reach %s: %s" % (self.base, reason), EXIT_CONNECT) from None
-        return json.loads(raw) if raw else None
-
-
-def _http_error(exc) -> CliError:
-    status = exc.code
+            ctx = ssl._create_unverified_context()  # noqa: S323  (asked for with ssl_verify 0)
     try:
-        detail = json.loads(exc.read() or b"{}").get("detail")
-    except ValueError:
-        detail = None
-    if isinstance(detail, list):  # validation errors: "field: message" each
-        detail = "; ".join("%s: %s" % (".".join(str(x) for x in d.get("loc", [])[1:]) or "request", d.get("msg")) for d in detail)
-    message = detail or exc.reason or "HTTP %d" % status
-    if 300 <= status < 400:
-        message = "the server answered with a redirect (HTTP %d to %s): not followed, the token goes only to the " \
-                  "configured API URL" % (status, exc.headers.get("Location"))
-    code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_INVALID, 422: EXIT_INVALID}.get(
+        return PvesanClient(settings["api_url"], settings["token"], transport=urllib_transport(ctx), tenant=settings["tenant"],
+                            timeout=settings["timeout"], insecure_http=settings["insecure_http"])
+    except ApiError as exc:  # checked before anything is sent: the token never travels in clear by mistake
+        raise CliError(exc.message + " (--insecure-http)", EXIT_USAGE) from None
+
+
+def _exit_code(status: int) -> int:
+    if status == 0:
+        return EXIT_CONNECT
+    return {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_INVALID, 422: EXIT_INVALID}.get(
         status, EXIT_SERVER if status >= 500 else EXIT_ERROR)
-    return CliError(message, code, status)
 
 
 # ------------------------------------------------------------------------------------- output
@@ -188,6 +140,7 @@ def _cell(v) -> str:
     return "-" if v is None else str(v)
 
 
+# ------------------------------------------------------------------------------------- arguments
 def _tags(values) -> list:
     """Repeated and/or comma-separated values, as storage.cfg string-lists are written."""
     return [x for v in (values or []) for x in v.split(",") if x]
@@ -205,131 +158,93 @@ def _chap(a) -> dict | None:
     return None
 
 
-# ------------------------------------------------------------------------------------- commands
-def run(a, c: Client):
-    v = "/api/v1/volumes/"
-    q = urllib.parse.quote
-    cmd = (a.group, getattr(a, "action", None))
-    if cmd[0] == "status":
-        return c.call("GET", "/api/v1/status", query={"service_type": a.service_type, "query_include": _tags(a.include),
-                                                      "query_exclude": _tags(a.exclude)})
-    if cmd[0] == "health":
-        return c.call("GET", "/healthz")
-    if cmd[0] == "whoami":
-        return c.call("GET", "/api/v1/whoami")
-    if cmd[0] == "reconcile":
-        return c.call("POST", "/api/v1/reconcile")
-    if cmd == ("tenant", "create"):
-        body = {"name": a.name, "initiators": _tags(a.initiator)}
-        if a.quota:
-            body["quota_bytes"] = _size_bytes(a.quota)
-        if a.no_chap:
-            body["chap"] = None  # otherwise the service generates the tenant's credentials
-        elif _chap(a) is not None:
-            body["chap"] = _chap(a)
-        return c.call("POST", "/api/v1/tenants", body)
-    if cmd == ("tenant", "list"):
-        return c.call("GET", "/api/v1/tenants")
-    if cmd == ("tenant", "show"):
-        return c.call("GET", "/api/v1/tenants/" + q(a.name))
-    if cmd == ("tenant", "update"):
-        body = {}
-        if a.initiator is not None:
-            body["initiators"] = _tags(a.initiator)
-        if a.quota is not None:
-            body["quota_bytes"] = None if a.quota == "none" else _size_bytes(a.quota)
-        if a.no_chap:
-            body["chap"] = None
-        elif _chap(a) is not None:
-            body["chap"] = _chap(a)
-        return c.call("PATCH", "/api/v1/tenants/" + q(a.name), body)
-    if cmd == ("tenant", "delete"):
-        return c.call("DELETE", "/api/v1/tenants/" + q(a.name))
-    if cmd == ("token", "create"):
-        return c.call("POST", "/api/v1/tokens", {"name": a.name, "tenant": a.for_tenant, "readonly": a.readonly})
-    if cmd == ("token", "list"):
-        return c.call("GET", "/api/v1/tokens", query={"tenant": a.for_tenant})
-    if cmd == ("token", "revoke"):
-        return c.call("DELETE", "/api/v1/tokens/" + q(a.id))
-    if cmd == ("pool", "create"):
-        options = {}
-        for item in a.option or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise CliError("--option takes KEY=VALUE, got %r" % item, EXIT_USAGE)
-            options[key] = value
-        return c.call("POST", "/api/v1/pools", {"name": a.name, "kind": a.kind, "options": options, "tags": _tags(a.tag)})
-    if cmd == ("pool", "list"):
-        return c.call("GET", "/api/v1/pools")
-    if cmd == ("pool", "show"):
-        return c.call("GET", "/api/v1/pools/" + q(a.name))
-    if cmd == ("pool", "update"):
-        return c.call("PATCH", "/api/v1/pools/" + q(a.name), {"tags": _tags(a.tag)})
-    if cmd == ("pool", "delete"):
-        return c.call("DELETE", "/api/v1/pools/" + q(a.name))
-    if cmd == ("service-type", "create"):
-        return c.call("POST", "/api/v1/service-types", {
-            "name": a.name, "description": a.description, "pool_tags": _tags(a.pool_tag), "block_size": a.block_size,
-            "thin": not a.thick, "chap": a.chap, "default": a.default})
-    if cmd == ("service-type", "list"):
-        return c.call("GET", "/api/v1/service-types")
-    if cmd == ("service-type", "show"):
-        return c.call("GET", "/api/v1/service-types/" + q(a.name))
-    if cmd == ("service-type", "delete"):
-        return c.call("DELETE", "/api/v1/service-types/" + q(a.name))
-    if cmd == ("volume", "create"):
-        body = {"name": a.name, "size": a.size, "service_type": a.service_type, "query_include": _tags(a.include),
-                "query_exclude": _tags(a.exclude), "tags": _tags(a.tag)}
-        if a.initiator is not None:
-            body["initiators"] = _tags(a.initiator)
-        chap = _chap(a)
-        if chap:
-            body["chap"] = chap
-        return c.call("POST", "/api/v1/volumes", body)
-    if cmd == ("volume", "list"):
-        return c.call("GET", "/api/v1/volumes", query={"prefix": a.prefix, "vmid": a.vmid, "tag": a.tag, "detail": a.detail})
-    if cmd == ("volume", "show"):
-        return c.call("GET", v + q(a.name))
-    if cmd == ("volume", "resize"):
-        return c.call("POST", v + q(a.name) + "/resize", {"size": a.size})
-    if cmd == ("volume", "rename"):
-        return c.call("POST", v + q(a.name) + "/rename", {"name": a.new_name})
-    if cmd == ("volume", "update"):
-        body = {}
-        if a.tag is not None:
-            body["tags"] = _tags(a.tag)
-        if a.tenant_initiators:
-            body["initiators"] = None
-        elif a.initiator is not None:
-            body["initiators"] = _tags(a.initiator)
-        if a.tenant_chap:
-            body["chap"] = None
-        elif _chap(a) is not None:
-            body["chap"] = _chap(a)
-        return c.call("PATCH", v + q(a.name), body)
-    if cmd == ("volume", "delete"):
-        return c.call("DELETE", v + q(a.name), query={"cascade": a.cascade})
-    if cmd == ("volume", "clone"):
-        return c.call("POST", v + q(a.name) + "/clone", {"name": a.new_name, "snapshot": a.snapshot,
-                                                         **({"tags": _tags(a.tag)} if a.tag else {})})
-    if cmd == ("snapshot", "create"):
-        return c.call("POST", v + q(a.volume) + "/snapshots", {"name": a.snapshot})
-    if cmd == ("snapshot", "list"):
-        return c.call("GET", v + q(a.volume) + "/snapshots")
-    if cmd == ("snapshot", "delete"):
-        return c.call("DELETE", v + q(a.volume) + "/snapshots/" + q(a.snapshot), query={"cascade": a.cascade})
-    if cmd == ("snapshot", "rollback"):
-        return c.call("POST", v + q(a.volume) + "/snapshots/" + q(a.snapshot) + "/rollback")
-    raise CliError("unknown command", EXIT_USAGE)
-
-
-def _size_bytes(text: str) -> int:
-    from .names import parse_size  # same parser as the server
-    from .errors import Invalid
+def _size(text: str) -> int:
     try:
-        return parse_size(int(text) if text.isdigit() else text)
-    except Invalid as exc:
-        raise CliError(exc.message, EXIT_USAGE) from None
+        return parse_size(int(text) if text.isdigit() else text)  # the service's own parser
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _options(items) -> dict:
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError("--option takes KEY=VALUE, got %r" % item, EXIT_USAGE)
+        options[key] = value
+    return options
+
+
+def _changes(**given) -> dict:
+    """Only what the command line gave (None: not given)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _tenant_changes(a) -> dict:
+    changes = _changes(initiators=_tags(a.initiator) if a.initiator is not None else None)
+    if a.quota is not None:
+        changes["quota_bytes"] = None if a.quota == "none" else _size(a.quota)
+    if a.no_chap:
+        changes["chap"] = None
+    elif _chap(a) is not None:
+        changes["chap"] = _chap(a)
+    return changes
+
+
+def _volume_changes(a) -> dict:
+    changes = _changes(tags=_tags(a.tag) if a.tag is not None else None)
+    if a.tenant_initiators:
+        changes["initiators"] = None
+    elif a.initiator is not None:
+        changes["initiators"] = _tags(a.initiator)
+    if a.tenant_chap:
+        changes["chap"] = None
+    elif _chap(a) is not None:
+        changes["chap"] = _chap(a)
+    return changes
+
+
+# ------------------------------------------------------------------------------------- commands
+# (group, action) -> the client call; the routes and bodies are the client's (shared/_pvesan_client.py)
+COMMANDS = {
+    ("status", None): lambda a, c: c.status(a.service_type, _tags(a.include), _tags(a.exclude)),
+    ("health", None): lambda a, c: c.health(),
+    ("whoami", None): lambda a, c: c.whoami(),
+    ("reconcile", None): lambda a, c: c.reconcile(),
+    ("tenant", "create"): lambda a, c: c.create_tenant(
+        a.name, _tags(a.initiator), _size(a.quota) if a.quota else None, _chap(a), a.no_chap),
+    ("tenant", "list"): lambda a, c: c.tenants(),
+    ("tenant", "show"): lambda a, c: c.tenant(a.name),
+    ("tenant", "update"): lambda a, c: c.update_tenant(a.name, **_tenant_changes(a)),
+    ("tenant", "delete"): lambda a, c: c.delete_tenant(a.name),
+    ("token", "create"): lambda a, c: c.create_token(a.name, a.for_tenant, a.readonly),
+    ("token", "list"): lambda a, c: c.tokens(a.for_tenant),
+    ("token", "revoke"): lambda a, c: c.revoke_token(a.id),
+    ("pool", "create"): lambda a, c: c.create_pool(a.name, a.kind, _options(a.option), _tags(a.tag)),
+    ("pool", "list"): lambda a, c: c.pools(),
+    ("pool", "show"): lambda a, c: c.pool(a.name),
+    ("pool", "update"): lambda a, c: c.update_pool(a.name, _tags(a.tag)),
+    ("pool", "delete"): lambda a, c: c.delete_pool(a.name),
+    ("service-type", "create"): lambda a, c: c.create_service_type(
+        a.name, a.description, _tags(a.pool_tag), a.block_size, not a.thick, a.chap, a.default),
+    ("service-type", "list"): lambda a, c: c.service_types(),
+    ("service-type", "show"): lambda a, c: c.service_type(a.name),
+    ("service-type", "delete"): lambda a, c: c.delete_service_type(a.name),
+    ("volume", "create"): lambda a, c: c.create_volume(
+        a.name, a.size, a.service_type, _tags(a.include), _tags(a.exclude), _tags(a.tag),
+        _tags(a.initiator) if a.initiator is not None else None, _chap(a)),
+    ("volume", "list"): lambda a, c: c.volumes(a.prefix, a.vmid, a.tag, a.detail),
+    ("volume", "show"): lambda a, c: c.volume(a.name),
+    ("volume", "resize"): lambda a, c: c.resize_volume(a.name, a.size),
+    ("volume", "rename"): lambda a, c: c.rename_volume(a.name, a.new_name),
+    ("volume", "update"): lambda a, c: c.update_volume(a.name, **_volume_changes(a)),
+    ("volume", "delete"): lambda a, c: c.delete_volume(a.name, a.cascade),
+    ("volume", "clone"): lambda a, c: c.clone_volume(a.name, a.new_name, a.snapshot, _tags(a.tag) if a.tag else None),
+    ("snapshot", "create"): lambda a, c: c.create_snapshot(a.volume, a.snapshot),
+    ("snapshot", "list"): lambda a, c: c.snapshots(a.volume),
+    ("snapshot", "delete"): lambda a, c: c.delete_snapshot(a.volume, a.snapshot, a.cascade),
+    ("snapshot", "rollback"): lambda a, c: c.rollback_snapshot(a.volume, a.snapshot),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -466,8 +381,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     try:
-        client = Client(load_settings(a))
-        data = run(a, client)
+        client = make_client(load_settings(a))
+        try:
+            data = COMMANDS[(a.group, getattr(a, "action", None))](a, client)
+        except ApiError as exc:
+            raise CliError(exc.message, _exit_code(exc.status), exc.status or None) from None
     except CliError as exc:
         if a.json:
             print(json.dumps({"error": {"status": exc.status, "message": exc.message}}))

@@ -13,11 +13,10 @@ BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60
 
 class Metrics:
     """Counters and latencies of operations, and gauges read at scrape time from the providers
-    given: ``usage_by_tenant()`` (tenant, volumes, provisioned_bytes), ``pool_capacities()``
-    (name, total, used, available) and ``target_up()``."""
+    ``watch`` is given: ``usage_by_tenant()`` (tenant, volumes, provisioned_bytes),
+    ``pool_capacities()`` (name, total, used, available) and ``target_up()``."""
 
-    def __init__(self, usage_by_tenant: Callable[[], list], pool_capacities: Callable[[], list],
-                 target_up: Callable[[], bool]):
+    def __init__(self):
         self.registry = CollectorRegistry()
         self.ops = Counter("pvesan_operations_total", "Service operations by outcome",
                            ["operation", "outcome"], registry=self.registry)
@@ -26,6 +25,9 @@ class Metrics:
         self.reconciles = Counter("pvesan_reconcile_runs_total", "Reconciler runs", ["reason"], registry=self.registry)
         self.repairs = Counter("pvesan_reconcile_repairs_total", "Repairs made by the reconciler", ["kind"],
                                registry=self.registry)
+
+    def watch(self, usage_by_tenant: Callable[[], list], pool_capacities: Callable[[], list],
+              target_up: Callable[[], bool]) -> None:
         self.registry.register(_StateCollector(usage_by_tenant, pool_capacities, target_up))
 
     @contextmanager

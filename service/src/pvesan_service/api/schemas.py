@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 
 from ..domain import chap as chaps
-from ..names import MAX_SIZE, NAME_RE, SNAP_RE
+from ..names import MAX_SIZE, NAME_RE, SIZE_PATTERN, SNAP_RE
 
 NAME = NAME_RE.pattern
 SNAP = SNAP_RE.pattern
@@ -22,7 +22,7 @@ SIZE_DOC = "bytes, or a string with a binary unit: 512M, 10G, 1T (rounded up to 
 Name = Field(pattern=NAME, description="1-63 characters a-z 0-9 . _ -")
 Tag = Annotated[str, StringConstraints(pattern=TAG)]
 Initiator = Annotated[str, StringConstraints(pattern=INITIATOR)]
-SizeStr = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{1,16}[KMGTPkmgtp]?(iB|IB|B|b)?$")]
+SizeStr = Annotated[StrictStr, StringConstraints(pattern=SIZE_PATTERN)]
 Size = Union[Annotated[StrictInt, Field(ge=1, le=MAX_SIZE)], SizeStr]
 ChapUser = Annotated[str, StringConstraints(pattern=chaps.USER_RE.pattern)]
 ChapSecret = Annotated[str, StringConstraints(pattern=chaps.SECRET_RE.pattern)]

@@ -27,8 +27,6 @@ class UniqueViolation(Exception):
     """An INSERT/UPDATE hit a unique constraint (a concurrent create of the same name)."""
 
 
-
-
 class Tx:
     """One transaction: ``execute`` then ``one``/``all``; committed when the block ends."""
 

@@ -42,17 +42,19 @@ class Service:
         # CHAP secrets are sealed with it in the database (a throw-away key unless one is given:
         # pvesan-service passes the key of its secret_key_file)
         self.box = secret_box or SecretBox.generate()
-        self.metrics = Metrics(usage_by_tenant=lambda: self.tenants.usage_by_tenant(),
-                               pool_capacities=lambda: self.pools.capacities(), target_up=lambda: self.exports.up)
+        self.metrics = Metrics()
         self.exports = Exports(target, self.box, iqn_prefix, portals or ["127.0.0.1:3260"])
         self.pools = Pools(store, self.metrics, capacity_ttl, backend_factory)
         self.service_types = ServiceTypes(store, self.metrics)
+        # Tenants re-export volumes and forget tokens through the parts made after it
         self.tenants = Tenants(store, self.box, self.exports, self.metrics, capacity_ttl,
-                               reexport=lambda vids: self.volumes.reexport(vids), forget_tokens=lambda: self.auth.forget())
+                               reexport=lambda vids: self.volumes.reexport(vids),  # pylint: disable=unnecessary-lambda
+                               forget_tokens=lambda: self.auth.forget())  # pylint: disable=unnecessary-lambda
         self.auth = Auth(store, self.tenants, self.metrics, admin_token)
         self.volumes = Volumes(store, self.box, self.metrics, KeyedLocks(), self.pools, self.service_types,
                                self.tenants, self.exports)
         self.snapshots = Snapshots(self.volumes)
+        self.metrics.watch(self.tenants.usage_by_tenant, self.pools.capacities, lambda: self.exports.up)
         self.instance_id = self._prepare_meta()
         self.upgrade_legacy_rows()
 

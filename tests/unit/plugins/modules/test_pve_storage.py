@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils.common import warnings as warnings_store
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.pvesan.storage.plugins.module_utils import pve_cluster_lock
+from ansible_collections.pvesan.storage.plugins.module_utils import _pve_cluster_lock as pve_cluster_lock
 from ansible_collections.pvesan.storage.plugins.modules import pve_storage, pve_storage_info
 
 DEFAULT_CFG = ('dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup\n\n'

@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.pvesan.storage.plugins.module_utils.zfs_pool import Resolver
+from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import Resolver
 from ansible_collections.pvesan.storage.plugins.modules import zfs_pool as mod
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', 'module_utils', 'fixtures', 'zfs_pool')
