@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '.cache', 'collections'))
 
-from ansible_collections.pvesan.storage.plugins.module_utils.pve_storage_cfg import (  # noqa: E402
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import (  # noqa: E402
     StorageCfgFile, StorageConfig, desired_props, plan_present,
 )
 

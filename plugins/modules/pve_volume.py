@@ -185,6 +185,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_cfg import StorageCfgError, StorageCfgFile
+from ansible_collections.pvesan.storage.plugins.module_utils._pve_storage_schema import TYPES
 from ansible_collections.pvesan.storage.plugins.module_utils._pvesan_client import ApiError, PvesanClient, parse_size
 
 NAME_RE = re.compile(r'^(vm|base)-(\d+)-disk-(\d+)$')
@@ -256,7 +257,8 @@ class Volume:
         self.props = section.props
         if section.type != 'pvesan':
             return None
-        token_file = os.path.join(self.p['config_root'], 'priv', 'storage', '%s.pw' % self.storage)
+        secret = TYPES['pvesan'].secrets['auth_token']  # where pve_storage keeps it
+        token_file = os.path.join(self.p['config_root'], secret.path.format(id=self.storage))
         try:
             with open(token_file) as f:
                 token = f.read().strip()

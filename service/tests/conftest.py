@@ -23,6 +23,9 @@ import pytest
 
 from pvesan_service.targets.base import Export, TargetDriver
 
+# the one reader of kernel-VM recordings (tests/unit/recorded.py), shared with the collection's tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "unit"))
+
 MiB = 1 << 20
 HERE = os.path.dirname(os.path.abspath(__file__))
 IQN_PREFIX = "iqn.2026-11.org.pvesan.test"

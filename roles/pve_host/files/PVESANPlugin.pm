@@ -87,7 +87,7 @@ sub type { return 'pvesan'; }
 
 # The declarations below are the one description of the `pvesan` type: the collection's
 # pve_storage module reads the same (tests/unit/plugins/module_utils/test_pve_storage_schema.py
-# compares them with plugins/module_utils/pve_storage_schema.py).
+# compares them with plugins/module_utils/_pve_storage_schema.py).
 sub plugindata {
     return {
         content => [{ images => 1, rootdir => 1, none => 1 }, { images => 1 }],

@@ -11,7 +11,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import shlex
 
 import pytest
 
@@ -28,46 +27,9 @@ from ansible_collections.pvesan.storage.plugins.module_utils._zfs_pool import (
     remove_command,
     wanted_layout,
 )
+from ansible_collections.pvesan.storage.tests.unit.recorded import Recording
 
 KVM = os.path.join(os.path.dirname(__file__), 'fixtures', 'zfs_pool', 'kernel-vm')
-
-
-class Recording(object):
-    """One directory of kernel-VM recordings: NAME.out / NAME.err byte for byte, and
-    commands.tsv with NAME, exit status and the command line of each run."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.runs = {}
-        with open(os.path.join(directory, 'commands.tsv')) as f:
-            for line in f:
-                name, rc, cmd = line.rstrip('\n').split('\t', 2)
-                self.runs[name] = (shlex.split(cmd), int(rc))
-
-    def _read(self, name, ext):
-        path = os.path.join(self.directory, name + ext)
-        if not os.path.exists(path):
-            return ''
-        with open(path) as f:
-            return f.read()
-
-    def argv(self, name):
-        return self.runs[name][0]
-
-    def rc(self, name):
-        return self.runs[name][1]
-
-    def out(self, name):
-        assert name in self.runs, name
-        return self._read(name, '.out')
-
-    def err(self, name):
-        assert name in self.runs, name
-        return self._read(name, '.err')
-
-    def answer(self, name):
-        """(rc, stdout, stderr) as AnsibleModule.run_command returns them."""
-        return self.rc(name), self.out(name), self.err(name)
 
 
 REC = Recording(KVM)
