@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ...errors import NotFound
-from ..deps import Admin, AdminWriter, Caller, ServiceDep, TenantQuery, Writer, chap_arg, private
+from ..deps import Admin, AdminWriter, Caller, ServiceDep, TenantQuery, Writer, chap_arg, checked, private
 from ..schemas import TenantCreate, TenantOut, TenantUpdate, TokenCreate, TokenCreated, TokenOut, _links
 
 router = APIRouter()
@@ -14,19 +14,19 @@ router = APIRouter()
 @router.post("/api/v1/tenants", tags=["tenants"], status_code=201, response_model=TenantOut,
              responses={201: _links({"name": "$response.body#/name"}, "get_tenant", "update_tenant", "delete_tenant")})
 def create_tenant(body: TenantCreate, service: ServiceDep, _p: AdminWriter):
-    return service.tenants.create(body.name, chap_arg(body.chap), body.initiators, body.quota_bytes)
+    return checked(TenantOut, service.tenants.create(body.name, chap_arg(body.chap), body.initiators, body.quota_bytes), 201)
 
 
 @router.get("/api/v1/tenants", tags=["tenants"], response_model=list[TenantOut])
 def list_tenants(service: ServiceDep, p: Admin):
-    return private(p, service.tenants.list_())
+    return checked(list[TenantOut], private(p, service.tenants.list_()))
 
 
 @router.get("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
 def get_tenant(name: str, service: ServiceDep, p: Caller):
     if not p.admin and name != p.tenant:
         raise NotFound("tenant %r not found" % name)
-    return private(p, service.tenants.get(name))
+    return checked(TenantOut, private(p, service.tenants.get(name)))
 
 
 @router.patch("/api/v1/tenants/{name}", tags=["tenants"], response_model=TenantOut)
@@ -34,7 +34,7 @@ def update_tenant(name: str, body: TenantUpdate, service: ServiceDep, _p: AdminW
     changes = body.model_dump(include=body.model_fields_set)
     if "chap" in changes:
         changes["chap"] = chap_arg(body.chap)
-    return service.tenants.update(name, changes)
+    return checked(TenantOut, service.tenants.update(name, changes))
 
 
 @router.delete("/api/v1/tenants/{name}", tags=["tenants"], status_code=204)
@@ -46,12 +46,12 @@ def delete_tenant(name: str, service: ServiceDep, _p: AdminWriter):
 @router.post("/api/v1/tokens", tags=["tokens"], status_code=201, response_model=TokenCreated,
              responses={201: _links({"token_id": "$response.body#/id"}, "revoke_token")})
 def create_token(body: TokenCreate, service: ServiceDep, p: Writer):
-    return service.auth.create_token(p, body.name, body.tenant, body.readonly)
+    return checked(TokenCreated, service.auth.create_token(p, body.name, body.tenant, body.readonly), 201)
 
 
 @router.get("/api/v1/tokens", tags=["tokens"], response_model=list[TokenOut])
 def list_tokens(service: ServiceDep, p: Caller, tenant: TenantQuery = None):
-    return service.auth.list_tokens(p, tenant)
+    return checked(list[TokenOut], service.auth.list_tokens(p, tenant))
 
 
 @router.delete("/api/v1/tokens/{token_id}", tags=["tokens"], status_code=204)
