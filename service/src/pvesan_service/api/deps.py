@@ -15,26 +15,33 @@ from ..domain import auth, chap as chaps
 
 bearer = HTTPBearer(auto_error=False, description="a tenant or admin token")
 
+
 async def get_service(request: Request) -> Service:
     return request.app.state.service
 
+
 ServiceDep = Annotated[Service, Depends(get_service)]
+
 
 # async: cheap (a cached token lookup), and no thread-pool hop per dependency
 async def get_principal(service: ServiceDep, creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> Principal:
     return service.auth.authenticate(creds.credentials if creds else None)
 
+
 async def get_writer(p: Principal = Depends(get_principal)) -> Principal:
     auth.require_write(p)
     return p
+
 
 async def get_admin(p: Principal = Depends(get_principal)) -> Principal:
     auth.require_admin(p, write=False)
     return p
 
+
 async def get_admin_writer(p: Principal = Depends(get_principal)) -> Principal:
     auth.require_admin(p, write=True)
     return p
+
 
 Caller = Annotated[Principal, Depends(get_principal)]
 Writer = Annotated[Principal, Depends(get_writer)]
@@ -42,9 +49,11 @@ Admin = Annotated[Principal, Depends(get_admin)]
 AdminWriter = Annotated[Principal, Depends(get_admin_writer)]
 TenantQuery = Annotated[Optional[str], Query(max_length=63, description="tenant to act on (admin tokens only)")]
 
+
 def private(p: Principal, data):
     """Read-only tokens see CHAP names, never secrets (a secret is iSCSI write access)."""
     return chaps.redact(data) if p.readonly else data
+
 
 def chap_arg(chap):
     """A request's CHAP as the domain takes it: None (no CHAP) or a dict of what was given."""
@@ -52,13 +61,16 @@ def chap_arg(chap):
         return chap
     return chap.model_dump()
 
+
 def raw_json(data, status: int = 200) -> Response:
     """JSON for answers without a response model (status, health)."""
     return Response(json.dumps(data, separators=(",", ":")), status_code=status, media_type="application/json")
 
+
 @functools.lru_cache(maxsize=None)
 def _adapter(model) -> TypeAdapter:
     return TypeAdapter(model)
+
 
 def checked(model, data, status: int = 200) -> Response:
     """The answer as JSON after checking it against its response model, in the handler's own
