@@ -13,7 +13,8 @@ Same declarative dicts as ``tgtadm.py``::
 
     {"iqn": "...", "tid": None,             # LIO has no tid; the TPG is always 1
      "luns": [{"lun": 1, "path": "/srv/v.img", "serial": "v0a1b", "vendor": None, "product": None,
-               "readonly": False, "write_cache": True, "size": 67108864}],
+               "readonly": False, "write_cache": True, "size": 67108864,
+               "thin_provisioning": True}],     # UNMAP and WRITE SAME(unmap) (emulate_tpu, emulate_tpws)
      "initiators": ["iqn.1993-08.org.debian:01:abc"],   # [] = any initiator (demo mode), unless any_initiator is False
      "any_initiator": False,                             # desired only: demo mode (any initiator, TPG-wide CHAP)
      "allow_all": False,                                 # read only: the TPG is in demo mode
@@ -101,7 +102,8 @@ def _target_dict(target):
         so = lun.storage_object
         out["luns"].append({"lun": lun.lun, "path": so.udev_path, "serial": so.wwn, "vendor": None, "product": None,
                             "readonly": _readonly(tpg, so), "write_cache": getattr(so, "write_back", None),
-                            "size": getattr(so, "size", None), "backstore": so.plugin, "name": so.name})
+                            "size": getattr(so, "size", None), "backstore": so.plugin, "name": so.name,
+                            "thin_provisioning": _thin(so)})
     acls = list(tpg.node_acls)
     out["initiators"] = sorted(acl.node_wwn for acl in acls)
     auth = acls[0] if acls else tpg  # demo mode: TPG-wide credentials
@@ -137,6 +139,29 @@ def read_target(iqn):
     return _target_dict(target) if target is not None else None
 
 
+# What a thin LUN needs from LIO: UNMAP (emulate_tpu) and WRITE SAME with UNMAP (emulate_tpws),
+# which the fileio backstore makes by punching holes in the file and the block backstore by
+# discarding; holes and discarded blocks read as zeros (unmap_zeroes_data: LBPRZ).
+THIN_ATTRIBUTES = ("emulate_tpu", "emulate_tpws", "unmap_zeroes_data")
+
+
+def _thin(so):
+    try:
+        return so.get_attribute("emulate_tpu") == "1"
+    except Exception:  # pylint: disable=broad-except  (an old kernel without the attribute)
+        return False
+
+
+def _set_thin(so, thin):
+    for name in THIN_ATTRIBUTES:
+        try:
+            so.set_attribute(name, "1" if thin else "0")
+        except Exception as exc:  # pylint: disable=broad-except
+            if thin:
+                raise LioError("storage object %s: cannot set %s (does the kernel and the backing store support "
+                               "UNMAP?): %s" % (so.name, name, exc))
+
+
 def _storage_object(rts, lun):
     """Find or create the storage object of a LUN dict (fileio for files, block for devices)."""
     path, name = lun["path"], _so_name(lun.get("serial"))
@@ -150,10 +175,14 @@ def _storage_object(rts, lun):
                 raise LioError("storage object %s already serves %s, not %s" % (name, so.udev_path, path))
             return so
     if is_block:
-        return rts.BlockStorageObject(name, dev=path, readonly=bool(lun.get("readonly")), wwn=lun.get("serial"))
-    # rtslib wants the size of a file backstore (LIO fixes it at creation: refresh_lun re-creates)
-    return rts.FileIOStorageObject(name, dev=path, size=os.path.getsize(path), write_back=lun.get("write_cache") is not False,
-                                   wwn=lun.get("serial"))
+        so = rts.BlockStorageObject(name, dev=path, readonly=bool(lun.get("readonly")), wwn=lun.get("serial"))
+    else:
+        # rtslib wants the size of a file backstore (LIO fixes it at creation: refresh_lun re-creates)
+        so = rts.FileIOStorageObject(name, dev=path, size=os.path.getsize(path), write_back=lun.get("write_cache") is not False,
+                                     wwn=lun.get("serial"))
+    if lun.get("thin_provisioning"):
+        _set_thin(so, True)
+    return so
 
 
 class Step(object):
@@ -239,6 +268,11 @@ def plan_target(desired, current=None):
     for number, want in sorted(want_luns.items()):
         if number in have_luns and bool(have_luns[number]["readonly"]) != bool(want.get("readonly")):
             steps.append(Step("lun %s readonly=%s" % (number, bool(want.get("readonly"))), None))  # made by the mappings
+        if number in have_luns and "thin_provisioning" in want \
+                and bool(have_luns[number].get("thin_provisioning")) != bool(want["thin_provisioning"]):
+            def thin(rts, number=number, on=bool(want["thin_provisioning"])):
+                _set_thin(_lun_obj(_tpg(rts, iqn), number).storage_object, on)
+            steps.append(Step("lun %s thin provisioning %s" % (number, "on" if want["thin_provisioning"] else "off"), thin))
         if number not in have_luns:
             def create_lun(rts, number=number, want=want):
                 rts.LUN(_tpg(rts, iqn), lun=number, storage_object=_storage_object(rts, want))

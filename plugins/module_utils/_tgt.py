@@ -13,7 +13,8 @@ Declarative API: one target is a plain dict::
     {"iqn": "iqn.2026-11.io.pvesan:t1.v-0a1b", "tid": 1,
      "luns": [{"lun": 1, "path": "/srv/a.img", "serial": "v0a1b", "vendor": None, "product": None,
                "readonly": False, "write_cache": None, "size": 67000000, "scsi_id": "0a1b2c3d4e5f6071",
-               "bstype": "rdwr", "bsoflags": "direct", "block_size": 512}],
+               "bstype": "rdwr", "bsoflags": "direct", "block_size": 512,
+               "thin_provisioning": True}],       # UNMAP/WRITE SAME(unmap) punch holes (tgt default: off)
      "initiators": ["10.0.0.0/24", "iqn.1993-08.org.debian:01:abc"],   # [] = any initiator
      "chap": {"user": "alice", "password": None},                      # None = no CHAP
      "mutual_chap": {"user": "tgtout", "password": None},              # outgoing (mutual) CHAP
@@ -354,6 +355,8 @@ def parse_show(text):
                 lun["scsi_id"] = value
             elif key == "Readonly":
                 lun["readonly"] = value == "Yes"
+            elif key == "Thin-provisioning":
+                lun["thin_provisioning"] = value == "Yes"
             elif key == "Backing store type":
                 lun["bstype"] = value
             elif key == "Backing store path":
@@ -405,6 +408,9 @@ def _lun_params(lun):
     if params.get("scsi_id", "").startswith("IET "):
         del params["scsi_id"]  # tgt's default (from tid and LUN): tgtd makes it again by itself
     params["readonly"] = 1 if lun.get("readonly") else 0
+    if lun.get("thin_provisioning"):
+        # UNMAP and WRITE SAME with UNMAP punch holes in the backing store (LBPME, VPD B2)
+        params["thin_provisioning"] = 1
     return params
 
 
@@ -477,9 +483,13 @@ def plan_target(desired, current=None, all_targets=None, known_passwords=None):
         if have is None or recreate:
             commands = [_delete_lun(tid, number)] if recreate else []
             steps.append(Step("lun %s %s" % (number, "re-created" if recreate else "created"), commands + _new_lun(tid, want)))
-        # vendor/product/write cache cannot be read back: only serial and read-only are compared.
-        elif (want.get("serial") and have.get("serial") != want["serial"]) or bool(have.get("readonly")) != bool(want.get("readonly")):
-            steps.append(Step("lun %s parameters updated" % number, [_update_lun(tid, number, _lun_params(want))]))
+        # vendor/product/write cache cannot be read back: serial, read-only and thin provisioning are compared.
+        elif (want.get("serial") and have.get("serial") != want["serial"]) or bool(have.get("readonly")) != bool(want.get("readonly")) \
+                or ("thin_provisioning" in want and bool(have.get("thin_provisioning")) != bool(want["thin_provisioning"])):
+            params = _lun_params(want)
+            if have.get("thin_provisioning") and not want.get("thin_provisioning", True):
+                params["thin_provisioning"] = 0  # off again (a LUN is fully provisioned by default)
+            steps.append(Step("lun %s parameters updated" % number, [_update_lun(tid, number, params)]))
 
     have_acl = current.get("initiators") or []
     want_acl = desired.get("initiators") or []

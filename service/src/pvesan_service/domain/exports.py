@@ -49,7 +49,7 @@ class Exports:
     def export_of(self, vol: dict) -> Export:
         return Export(iqn=vol["iqn"], lun=DATA_LUN, backing_path=vol["backing_path"], serial=vol["id"][2:],
                       chap=self.chap_of(vol), initiators=self.initiators_of(vol), readonly=False,
-                      block_size=vol["block_size"])
+                      block_size=vol["block_size"], thin=bool(vol["thin"]))
 
     def view(self, vol: dict) -> dict:
         """The ``export`` object of a volume in the API."""

@@ -49,6 +49,9 @@ class Export:
     initiators: list[str] = field(default_factory=list)
     readonly: bool = False
     block_size: int = 512
+    # thin: the LUN takes UNMAP and WRITE SAME with UNMAP, which give the space back to the pool,
+    # and says so (LBPME, VPD B0/B2); a thick LUN is fully provisioned
+    thin: bool = False
 
 
 class TargetDriver(abc.ABC):

@@ -48,7 +48,8 @@ class LioDriver(TargetDriver):
             if export.chap.mutual_user:
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
         return {"iqn": export.iqn, "luns": [{"lun": export.lun, "path": export.backing_path, "serial": export.serial,
-                                             "readonly": export.readonly, "block_size": export.block_size}],
+                                             "readonly": export.readonly, "block_size": export.block_size,
+                                             "thin_provisioning": export.thin}],
                 "initiators": [i for i in export.initiators if i != ALL_INITIATORS],
                 "any_initiator": ALL_INITIATORS in export.initiators, "chap": chap, "mutual_chap": mutual, "portals": self.portals}
 
@@ -80,7 +81,7 @@ class LioDriver(TargetDriver):
             result[iqn] = Export(iqn=iqn, lun=DATA_LUN, backing_path=lun["path"] if lun else "",
                                  serial=lun["serial"] if lun else "", chap=chap,
                                  initiators=[ALL_INITIATORS] if t["allow_all"] else list(t["initiators"]),
-                                 readonly=bool(lun and lun["readonly"]))
+                                 readonly=bool(lun and lun["readonly"]), thin=bool(lun and lun.get("thin_provisioning")))
         return result
 
     def refresh_size(self, iqn: str) -> None:

@@ -105,7 +105,7 @@ class TgtDriver(TargetDriver):
         lun = {"lun": export.lun, "path": export.backing_path, "serial": export.serial, "scsi_id": export.serial,
                "vendor": self.vendor,
                "product": self.product, "readonly": export.readonly, "bstype": self.bstype,
-               "bsoflags": self.bsoflags, "block_size": export.block_size}
+               "bsoflags": self.bsoflags, "block_size": export.block_size, "thin_provisioning": export.thin}
         chap = mutual = None
         if export.chap:
             chap = {"user": export.chap.user, "password": export.chap.password}
@@ -117,7 +117,8 @@ class TgtDriver(TargetDriver):
 
     def _up_to_date(self, have: dict, want: dict) -> bool:
         def lun_key(lun):
-            return (lun["lun"], lun["path"], lun["serial"], bool(lun["readonly"]), lun["block_size"])
+            return (lun["lun"], lun["path"], lun["serial"], bool(lun["readonly"]), lun["block_size"],
+                    bool(lun.get("thin_provisioning")))
 
         def chap_ok(key):
             h, w = have.get(key), want.get(key)
@@ -243,7 +244,8 @@ class TgtDriver(TargetDriver):
             result[iqn] = Export(iqn=iqn, lun=DATA_LUN, backing_path=lun["path"] if lun else "",
                                  serial=lun["serial"] if lun else "", chap=chap,
                                  initiators=([ALL_INITIATORS] if t["allow_all"] else []) + list(t["initiators"]),
-                                 readonly=bool(lun and lun["readonly"]), block_size=lun["block_size"] if lun else 512)
+                                 readonly=bool(lun and lun["readonly"]), block_size=lun["block_size"] if lun else 512,
+                                 thin=bool(lun and lun.get("thin_provisioning")))
         return result
 
     def refresh_size(self, iqn: str) -> None:

@@ -58,7 +58,7 @@ def test_parse_show_recorded_output():
     assert t1["luns"] == [{"lun": 1, "path": "/tmp/tgtrec/a.img", "serial": "v0a1b", "scsi_id": "IET     00010001",
                            "vendor": None, "product": None,
                            "readonly": True, "write_cache": None, "size": 134 * 10 ** 6, "bstype": "rdwr",
-                           "bsoflags": "direct", "block_size": 512, "type": "disk"}]
+                           "bsoflags": "direct", "block_size": 512, "type": "disk", "thin_provisioning": False}]
     assert t1["initiators"] == ["127.0.0.1", "iqn.1993-08.org.debian:01:abc"] and not t1["allow_all"]
     assert t1["chap"] == {"user": "alice", "password": None}
     assert t1["mutual_chap"] == {"user": "tgtout", "password": None}
