@@ -108,7 +108,8 @@ def _detail(status, body, location):
 
 
 class PvesanClient:
-    """One service endpoint with one bearer token; ``tenant`` names the tenant an admin token acts on."""
+    """One service endpoint with one bearer token; ``tenant`` names the tenant an admin token acts on
+    (kept as ``acting_tenant``: ``tenant()`` is the call that shows one)."""
 
     def __init__(self, api_url, token, transport=None, tenant=None, timeout=30, insecure_http=False):
         scheme = urlsplit(api_url).scheme
@@ -118,14 +119,14 @@ class PvesanClient:
         self.base = api_url.rstrip('/')
         self.token = token
         self.transport = transport or urllib_transport()
-        self.tenant = tenant
+        self.acting_tenant = tenant
         self.timeout = timeout
 
-    def request(self, method, path, body=None, query=None, tenant_scoped=False):
+    def request(self, method, path, body=None, query=None, tenant_scoped=False, timeout=None):
         """One call; the decoded JSON answer (None for answers without a body)."""
         query = dict((k, v) for k, v in (query or {}).items() if v not in (None, [], (), False, ''))
-        if tenant_scoped and self.tenant:
-            query.setdefault('tenant', self.tenant)
+        if tenant_scoped and self.acting_tenant:
+            query.setdefault('tenant', self.acting_tenant)
         url = self.base + path
         if query:
             url += '?' + urlencode(dict((k, 'true' if v is True else v) for k, v in query.items()), doseq=True)
@@ -134,7 +135,7 @@ class PvesanClient:
         if body is not None:
             data = json.dumps(body).encode('utf-8')
             headers['Content-Type'] = 'application/json'
-        status, raw, location = self.transport(method, url, headers, data, self.timeout)
+        status, raw, location = self.transport(method, url, headers, data, timeout or self.timeout)
         if not 200 <= status < 300:
             raise ApiError(_detail(status, raw, location), status)
         return json.loads(raw) if raw else None
@@ -189,8 +190,11 @@ class PvesanClient:
         return self.request('DELETE', '/api/v1/tokens/' + _q(token_id))
 
     # -- pools and service types --------------------------------------------------------------------
-    def create_pool(self, name, kind, options=None, tags=()):
-        return self.request('POST', '/api/v1/pools', {'name': name, 'kind': kind, 'options': options or {}, 'tags': list(tags or ())})
+    def create_pool(self, name, kind, options=None, tags=(), **limits):
+        """``limits``: max_subscription (None: no limit), reserve_percent; left out: the service's defaults."""
+        body = {'name': name, 'kind': kind, 'options': options or {}, 'tags': list(tags or ())}
+        body.update(limits)
+        return self.request('POST', '/api/v1/pools', body)
 
     def pools(self):
         return self.request('GET', '/api/v1/pools')
@@ -198,8 +202,9 @@ class PvesanClient:
     def pool(self, name):
         return self.request('GET', '/api/v1/pools/' + _q(name))
 
-    def update_pool(self, name, tags):
-        return self.request('PATCH', '/api/v1/pools/' + _q(name), {'tags': list(tags or ())})
+    def update_pool(self, name, **changes):
+        """``changes``: tags, max_subscription (None: no limit), reserve_percent; only those given change."""
+        return self.request('PATCH', '/api/v1/pools/' + _q(name), changes)
 
     def delete_pool(self, name):
         return self.request('DELETE', '/api/v1/pools/' + _q(name))
@@ -246,6 +251,10 @@ class PvesanClient:
 
     def resize_volume(self, name, size):
         return self.request('POST', _volume(name) + '/resize', {'size': size}, tenant_scoped=True)
+
+    def reclaim_volume(self, name, timeout=3600):
+        """Frees the volume's all-zero ranges: reads all its data, so it gets a long timeout."""
+        return self.request('POST', _volume(name) + '/reclaim', tenant_scoped=True, timeout=timeout)
 
     def rename_volume(self, name, new_name):
         return self.request('POST', _volume(name) + '/rename', {'name': new_name}, tenant_scoped=True)

@@ -20,7 +20,11 @@ import time
 from dataclasses import replace
 
 import pytest
+from fastapi.testclient import TestClient
 
+from pvesan_service.api import create_app
+from pvesan_service.db import Store
+from pvesan_service.domain import Service
 from pvesan_service.targets.base import Export, TargetDriver
 
 # the one reader of kernel-VM recordings (tests/unit/recorded.py), shared with the collection's tests
@@ -119,6 +123,34 @@ class FakeTarget(TargetDriver):
     def restart(self):
         self.exports.clear()
         self.generation += 1
+
+
+class Api:
+    """The service in process behind its FastAPI app: real database, an in-memory target."""
+
+    def __init__(self, tmp_path, pool_dir, database=None, **service_options):
+        self.target = FakeTarget()
+        self.store = Store(database or "sqlite:///%s/state.db" % tmp_path)
+        self.store.migrate()
+        self.service = Service(self.store, self.target, iqn_prefix=IQN_PREFIX, portals=["192.0.2.1:3260"],
+                               admin_token=ADMIN_TOKEN, capacity_ttl=0, **service_options)
+        self.pool_dir = pool_dir
+        self.app = create_app(self.service)
+        self.admin = self.client(ADMIN_TOKEN)
+
+    def client(self, token=None):
+        c = TestClient(self.app)
+        if token:
+            c.headers["Authorization"] = "Bearer " + token
+        return c
+
+    def tenant(self, name, **body):
+        r = self.admin.post("/api/v1/tenants", json=dict(name=name, **body))
+        assert r.status_code == 201, r.text
+        r = self.admin.post("/api/v1/tokens", json={"name": "cluster", "tenant": name})
+        assert r.status_code == 201, r.text
+        return self.client(r.json()["token"])
+
 
 
 # ------------------------------------------------------------------------------- real XFS

@@ -7,38 +7,12 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN_TOKEN, IQN_PREFIX, FakeTarget, MiB
-from pvesan_service.api import create_app
+from conftest import ADMIN_TOKEN, IQN_PREFIX, Api, FakeTarget, MiB
 from pvesan_service.domain import Service
 from pvesan_service.reconciler import reconcile
 from pvesan_service.db import Store
 
 GiB = 1 << 30
-
-
-class Api:
-    def __init__(self, tmp_path, pool_dir, database=None):
-        self.target = FakeTarget()
-        self.store = Store(database or "sqlite:///%s/state.db" % tmp_path)
-        self.store.migrate()
-        self.service = Service(self.store, self.target, iqn_prefix=IQN_PREFIX, portals=["192.0.2.1:3260"],
-                               admin_token=ADMIN_TOKEN, capacity_ttl=0)
-        self.pool_dir = pool_dir
-        self.app = create_app(self.service)
-        self.admin = self.client(ADMIN_TOKEN)
-
-    def client(self, token=None):
-        c = TestClient(self.app)
-        if token:
-            c.headers["Authorization"] = "Bearer " + token
-        return c
-
-    def tenant(self, name, **body):
-        r = self.admin.post("/api/v1/tenants", json=dict(name=name, **body))
-        assert r.status_code == 201, r.text
-        r = self.admin.post("/api/v1/tokens", json={"name": "cluster", "tenant": name})
-        assert r.status_code == 201, r.text
-        return self.client(r.json()["token"])
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -214,7 +188,7 @@ def test_summary_list_matches_detail(api):
     assert t.post("/api/v1/volumes/vm-7-disk-0/snapshots", json={"name": "Snap.1"}).status_code == 201
     t.post("/api/v1/volumes/vm-7-disk-0/clone", json={"name": "vm-8-disk-0", "snapshot": "Snap.1"})
     t.post("/api/v1/volumes", json={"name": "data_x", "size": "1M"})
-    keys = ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot", "created_at"]
+    keys = ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot", "allocated", "created_at"]
     for q in ({}, {"prefix": "vm-"}, {"tag": "web"}, {"vmid": 8}, {"tag": "nope"}):
         r = t.get("/api/v1/volumes", params=q)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -228,7 +202,7 @@ def test_summary_list_matches_detail(api):
     assert summary[1]["tags"] == ["a:b=c", "web"] or summary[1]["tags"] == ["web", "a:b=c"]
     assert summary[0]["vmid"] is None and summary[0]["tags"] == [] and summary[0]["pool"] == "xfs"
     assert list(summary[0]) == ["id", "name", "size", "vmid", "tags", "state", "pool", "parent", "parent_snapshot",
-                                "iqn", "created_at"]
+                                "iqn", "allocated", "created_at"]
     # the service's Python form of the list says the same
     scope = api.service.auth.scope(api.service.auth.authenticate(t.headers["Authorization"].split()[1]), None)
     assert api.service.volumes.list_(scope) == summary
@@ -326,6 +300,18 @@ def test_bad_json_and_admin_needs_tenant(api):
     assert r.status_code in (409, 422) and "/nonexistent/x" in r.json()["detail"]
     r = api.admin.post("/api/v1/pools", json={"name": "p3", "kind": "file", "options": {"bogus": "1"}})
     assert r.status_code == 422
+
+
+def test_unknown_query_parameters_are_refused(api):
+    """A misspelt filter must not list everything, nor an admin's misspelt tenant act on nothing."""
+    t = api.tenant("alpha")
+    t.post("/api/v1/volumes", json={"name": "vm-1-disk-0", "size": "1M"})
+    r = t.get("/api/v1/volumes", params={"prefx": "vm-2-"})
+    assert r.status_code == 422 and "'prefx'" in r.json()["detail"] and "prefix" in r.json()["detail"]
+    r = api.admin.delete("/api/v1/volumes/vm-1-disk-0", params={"tenat": "alpha"})
+    assert r.status_code == 422 and t.get("/api/v1/volumes/vm-1-disk-0").status_code == 200
+    assert t.get("/api/v1/volumes", params={"prefix": "vm-1-"}).status_code == 200
+    assert api.client().get("/healthz", params={"verbose": "1"}).status_code == 422
 
 
 def test_reconciler_repairs_target_and_undoes_half_creates(api):

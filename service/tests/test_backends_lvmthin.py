@@ -4,6 +4,7 @@ fixtures/backends/README.md).  Every test replays recorded runs: the backend mus
 recorded command and gets the real exit status, stdout and stderr.
 ``PVESAN_REAL_LVMTHIN=<vg>/<thinpool>`` runs ``test_real_lvmthin_scenario`` against real LVM instead;
 `make kernel-vm-record SECTIONS=lvmthin` runs it in the kernel VM."""
+import json
 import os
 
 import pytest
@@ -77,6 +78,14 @@ def test_list_skips_snapshots_and_other_lvs():
     # data (the pool) and root are not in the pool; the snapshot's name is no volume id
     assert b.list_volumes() == [V1, V2]
     assert b.list_snapshots(V1) == [S1]
+    r.done()
+
+
+def test_allocated_of_all_volumes_in_one_lvs():
+    b, r = backend(*rec("lvs-vg"))
+    rows = {row["lv_name"]: row for row in json.loads(REC.out("lvs-vg"))["report"][0]["lv"]}
+    want = {v: int(int(rows[v]["lv_size"]) * float(rows[v]["data_percent"] or 0) / 100) for v in (V1, V2)}
+    assert b.allocated_map([V1, V2, GONE]) == want  # the missing volume left out
     r.done()
 
 

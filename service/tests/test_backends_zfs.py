@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from pvesan_service.backends import BackendError, NotInPool, make_backend
+from pvesan_service.backends import BackendError, NotInPool, NotSupported, make_backend
 from pvesan_service.backends.base import CommandResult
 from recorded import Recording
 
@@ -79,7 +79,8 @@ def test_create_thin_with_options_rounds_to_volblocksize():
 
 
 def test_create_thick_idempotent_conflict_and_no_space():
-    b, r = backend(*rec("create-exists-same", "get-volsize", "create-exists", "get-volsize", "create-nospace"))
+    b, r = backend(*rec("create-exists-same", "get-volsize", "create-exists", "get-volsize", "create-nospace"),
+                   compression="inherit")
     assert b.create(V1, 32 * 1024 ** 3 + 16384, thin=False).endswith(V1)
     with pytest.raises(BackendError, match="already exists with 34359754752 bytes, not 34359738368"):
         b.create(V1, 32 * 1024 ** 3, thin=False)
@@ -117,6 +118,20 @@ def test_list_size_allocated_exists():
     b, r = backend(*rec("list-missing-dataset"), dataset="rpool/nope")
     with pytest.raises(BackendError, match="dataset does not exist"):
         b.list_volumes()
+
+
+def test_allocated_of_all_volumes_in_one_zfs_list():
+    b, r = backend(*rec("list-volumes-used"))
+    used = dict(line.split("\t") for line in REC.out("list-volumes-used").splitlines())
+    assert b.allocated_map([V1, V2, GONE]) == {V1: int(used[DS + "/" + V1]), V2: int(used[DS + "/" + V2])}
+    r.done()
+
+
+def test_reclaim_is_refused_with_the_way_that_works():
+    with pytest.raises(NotSupported, match="fstrim"):
+        make_backend("zfs", dataset=DS, runner=Replay()).reclaim(V1)
+    with pytest.raises(NotSupported, match="fstrim"):
+        make_backend("lvmthin", vg="pve", thinpool="data", runner=Replay()).reclaim(V1)
 
 
 def test_resize_grow_only():
@@ -165,7 +180,7 @@ def test_snapshots_clone_rollback():
     b.snapshot_delete(V1, S2)  # gone already: no error
     b.snapshot_delete(GONE, S2)
     r.done()
-    b, r = backend(*rec("clone-missing-snapshot"))  # recorded without compression
+    b, r = backend(*rec("clone-missing-snapshot"), compression="inherit")
     with pytest.raises(NotInPool):
         b.clone(V1, "s-9999999999999999", "v-0d0d0d0d0d0d0d0d")
     r.done()

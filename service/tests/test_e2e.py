@@ -265,3 +265,35 @@ def test_cli_json_and_exit_codes(srv, tenant):
     r = srv.cli("--tenant", "alpha", "volume", "list")  # admin acting for a tenant
     assert r.returncode == 0 and json.loads(r.stdout) is not None
     assert srv.cli("bogus").returncode == 2
+
+
+def test_cli_admin_commands(srv):
+    """Every admin command once, as an operator types it (human output and --json)."""
+    import json
+
+    def ok(*args, json_out=True):
+        r = srv.cli(*args, json_out=json_out)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return json.loads(r.stdout) if json_out else r.stdout
+
+    assert ok("tenant", "create", "cli-t", "--initiator", "iqn.2026-12.org.example:n1", "--quota", "1G")["name"] == "cli-t"
+    assert ok("tenant", "show", "cli-t")["quota_bytes"] == 1 << 30
+    assert "cli-t" in [t["name"] for t in ok("tenant", "list")]
+    assert ok("tenant", "update", "cli-t", "--quota", "none")["quota_bytes"] is None
+    assert ok("token", "create", "ops", "--for-tenant", "cli-t")["token"].startswith("pvs_")
+    assert [t["name"] for t in ok("token", "list", "--for-tenant", "cli-t")] == ["ops"]
+    pool = ok("pool", "show", "xfs")
+    assert pool["max_subscription"] == 20 and pool["provisioned"] >= 0 and "alarm" in pool
+    changed = ok("pool", "update", "xfs", "--max-subscription", "5", "--reserve-percent", "10")
+    assert (changed["max_subscription"], changed["reserve_percent"], changed["tags"]) == (5, 10, pool["tags"])
+    assert ok("pool", "update", "xfs", "--max-subscription", "none", "--reserve-percent", "0")["max_subscription"] is None
+    assert srv.cli("pool", "update", "xfs").returncode == 2  # nothing to change
+    assert srv.cli("pool", "update", "xfs", "--max-subscription", "lots").returncode == 2
+    assert "SUBSCRIPTION" in ok("pool", "list", json_out=False)
+    assert ok("service-type", "create", "cli-st", "--pool-tag", "ssd", "--thick")["thin"] is False
+    assert ok("service-type", "show", "cli-st")["pool_tags"] == ["ssd"]
+    assert "cli-st" in [s["name"] for s in ok("service-type", "list")]
+    assert ok("service-type", "delete", "cli-st") == {"ok": True}
+    assert ok("health")["database"] is True and "alarms" in ok("health")
+    assert set(ok("reconcile")) >= {"exported", "orphan_volumes"}
+    assert ok("tenant", "delete", "cli-t") == {"ok": True}

@@ -23,7 +23,8 @@ def test_service_running_and_healthy(host):
     assert host.service("pvesan-service").is_enabled
     assert host.service("tgt").is_running
     health = json.loads(host.check_output("curl -sk https://127.0.0.1:8443/healthz"))
-    assert health == {"status": "ok", "database": True, "schema_version": health["schema_version"], "target_up": True}
+    assert health == {"status": "ok", "database": True, "schema_version": health["schema_version"], "target_up": True,
+                      "alarms": []}
 
 
 def test_install_method_and_tgtd_iothreads(host):

@@ -122,8 +122,8 @@ def _human(data) -> str:
     if isinstance(data, list):
         if not data:
             return "(none)"
-        cols = [c for c in ("name", "id", "tenant", "pool", "size", "state", "kind", "readonly", "total", "available",
-                            "volume", "created_at") if c in data[0]]
+        cols = [c for c in ("name", "id", "tenant", "pool", "size", "allocated", "state", "kind", "readonly", "total",
+                            "available", "subscription", "volume", "created_at") if c in data[0]]
         rows = [[_cell(item.get(c)) for c in cols] for item in data]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
         lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
@@ -163,6 +163,35 @@ def _size(text: str) -> int:
         return parse_size(int(text) if text.isdigit() else text)  # the service's own parser
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _ratio(text: str):
+    """--max-subscription: a number, or 'none' for no limit."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError("--max-subscription takes a number (provisioned bytes per usable byte) or 'none', got %r"
+                       % text, EXIT_USAGE) from None
+
+
+def _pool_limits(a) -> dict:
+    limits = {}
+    if a.max_subscription is not None:
+        limits["max_subscription"] = _ratio(a.max_subscription)
+    if a.reserve_percent is not None:
+        limits["reserve_percent"] = a.reserve_percent
+    return limits
+
+
+def _pool_changes(a) -> dict:
+    changes = _pool_limits(a)
+    if a.tag is not None:
+        changes["tags"] = _tags(a.tag)
+    if not changes:
+        raise CliError("pool update needs --tag, --max-subscription or --reserve-percent", EXIT_USAGE)
+    return changes
 
 
 def _options(items) -> dict:
@@ -220,10 +249,10 @@ COMMANDS = {
     ("token", "create"): lambda a, c: c.create_token(a.name, a.for_tenant, a.readonly),
     ("token", "list"): lambda a, c: c.tokens(a.for_tenant),
     ("token", "revoke"): lambda a, c: c.revoke_token(a.id),
-    ("pool", "create"): lambda a, c: c.create_pool(a.name, a.kind, _options(a.option), _tags(a.tag)),
+    ("pool", "create"): lambda a, c: c.create_pool(a.name, a.kind, _options(a.option), _tags(a.tag), **_pool_limits(a)),
     ("pool", "list"): lambda a, c: c.pools(),
     ("pool", "show"): lambda a, c: c.pool(a.name),
-    ("pool", "update"): lambda a, c: c.update_pool(a.name, _tags(a.tag)),
+    ("pool", "update"): lambda a, c: c.update_pool(a.name, **_pool_changes(a)),
     ("pool", "delete"): lambda a, c: c.delete_pool(a.name),
     ("service-type", "create"): lambda a, c: c.create_service_type(
         a.name, a.description, _tags(a.pool_tag), a.block_size, not a.thick, a.chap, a.default),
@@ -236,6 +265,7 @@ COMMANDS = {
     ("volume", "list"): lambda a, c: c.volumes(a.prefix, a.vmid, a.tag, a.detail),
     ("volume", "show"): lambda a, c: c.volume(a.name),
     ("volume", "resize"): lambda a, c: c.resize_volume(a.name, a.size),
+    ("volume", "reclaim"): lambda a, c: c.reclaim_volume(a.name),
     ("volume", "rename"): lambda a, c: c.rename_volume(a.name, a.new_name),
     ("volume", "update"): lambda a, c: c.update_volume(a.name, **_volume_changes(a)),
     ("volume", "delete"): lambda a, c: c.delete_volume(a.name, a.cascade),
@@ -269,6 +299,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--mutual-password")
         if rotate:
             p.add_argument("--rotate-chap", action="store_true", help="a new generated CHAP secret (same user)")
+
+    def pool_limits(p):
+        p.add_argument("--max-subscription", help="thin volumes may provision this many times the usable bytes "
+                                                  "(default 20); none: no limit")
+        p.add_argument("--reserve-percent", type=float, help="percent of the pool no volume may provision (default 0)")
 
     s = sub.add_parser("status", help="capacity of the pools (and of the tenant)")
     s.add_argument("--service-type")
@@ -309,11 +344,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=["file", "zfs", "lvmthin"])
     p.add_argument("--option", action="append", help="KEY=VALUE, e.g. path=/srv/pvesan (repeat)")
     p.add_argument("--tag", action="append")
+    pool_limits(p)
     g.add_parser("list")
     g.add_parser("show").add_argument("name")
-    p = g.add_parser("update")
+    p = g.add_parser("update", help="change only what is given")
     p.add_argument("name")
-    p.add_argument("--tag", action="append", required=True)
+    p.add_argument("--tag", action="append", help="the new tags (repeat)")
+    pool_limits(p)
     g.add_parser("delete").add_argument("name")
 
     g = sub.add_parser("service-type", help="provisioning templates").add_subparsers(dest="action", required=True)
@@ -348,6 +385,7 @@ def parser() -> argparse.ArgumentParser:
     p = g.add_parser("resize", help="grow to an absolute size")
     p.add_argument("name")
     p.add_argument("size")
+    g.add_parser("reclaim", help="free the all-zero ranges of a thin volume, online (file pools)").add_argument("name")
     p = g.add_parser("rename")
     p.add_argument("name")
     p.add_argument("new_name")

@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "reconcile_interval": 5.0,
     "reconcile_full_interval": 600.0,
     "capacity_ttl": 2.0,
+    # seconds between measurements of the bytes volumes allocate (one query per pool)
+    "allocation_interval": 30.0,
+    # used fractions of a pool that log a warning, then an error, and degrade /healthz
+    "pool_alarms": [0.85, 0.95],
     "metrics_public": False,
     "log_format": "json",  # json | text
     "log_target": "stdout",  # stdout | journald
@@ -89,7 +93,18 @@ def load(path: str | None) -> dict[str, Any]:
     if not isinstance(cfg["target"], dict) or "driver" not in cfg["target"]:
         raise ConfigError("target must be a mapping with a driver (tgt or lio)")
     cfg["http_limits"] = _http_limits(cfg["http"])
+    alarms = cfg["pool_alarms"]
+    if not isinstance(alarms, list) or len(alarms) != 2 or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in alarms) or not 0 < alarms[0] < alarms[1] <= 1:
+        raise ConfigError("pool_alarms must be two used fractions, warning then critical, e.g. [0.85, 0.95] (got %r)" % (alarms,))
+    for pool in cfg["pools"] if isinstance(cfg["pools"], list) else []:
+        if not isinstance(pool, dict) or not {"name", "kind"} <= set(pool) or set(pool) - set(POOL_KEYS):
+            raise ConfigError("each pool needs name and kind and may have %s (got %r)"
+                              % (", ".join(POOL_KEYS[2:]), pool))
     return cfg
+
+
+POOL_KEYS = ("name", "kind", "options", "tags", "max_subscription", "reserve_percent")
 
 
 def _http_limits(values) -> Limits:

@@ -13,8 +13,9 @@ BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60
 
 class Metrics:
     """Counters and latencies of operations, and gauges read at scrape time from the providers
-    ``watch`` is given: ``usage_by_tenant()`` (tenant, volumes, provisioned_bytes),
-    ``pool_capacities()`` (name, total, used, available) and ``target_up()``."""
+    ``watch`` is given: ``usage_by_tenant()`` (tenant, volumes, provisioned_bytes, allocated_bytes),
+    ``pool_capacities()`` (name, total, used, available, provisioned, allocated, usable,
+    subscription, alarm) and ``target_up()``."""
 
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -62,17 +63,30 @@ class _StateCollector:
     def collect(self):
         vols = GaugeMetricFamily("pvesan_volumes", "Volumes per tenant", labels=["tenant"])
         size = GaugeMetricFamily("pvesan_volume_provisioned_bytes", "Provisioned bytes per tenant", labels=["tenant"])
+        allocated = GaugeMetricFamily("pvesan_volume_allocated_bytes",
+                                      "Bytes the volumes of a tenant take in their pools (as last measured)", labels=["tenant"])
         for row in self.usage_by_tenant():
             vols.add_metric([row["tenant"]], row["volumes"])
             size.add_metric([row["tenant"]], row["provisioned_bytes"])
+            allocated.add_metric([row["tenant"]], row["allocated_bytes"])
         cap = GaugeMetricFamily("pvesan_pool_bytes", "Pool capacity in bytes", labels=["pool", "kind"])
+        subscription = GaugeMetricFamily("pvesan_pool_subscription", "Provisioned bytes per usable byte of a pool",
+                                         labels=["pool"])
+        alarm = GaugeMetricFamily("pvesan_pool_alarm", "Alarm level of a pool's fill: 0 none, 1 warning, 2 critical",
+                                  labels=["pool"])
         for pool in self.pool_capacities():
-            for kind in ("total", "used", "available"):
+            for kind in ("total", "used", "available", "provisioned", "allocated", "usable"):
                 if pool.get(kind) is not None:
                     cap.add_metric([pool["name"], kind], pool[kind])
+            if pool.get("subscription") is not None:
+                subscription.add_metric([pool["name"]], pool["subscription"])
+            alarm.add_metric([pool["name"]], pool["alarm"])
         up = GaugeMetricFamily("pvesan_target_up", "1 when the iSCSI target daemon answers")
         up.add_metric([], 1 if self.target_up() else 0)
         yield vols
         yield size
+        yield allocated
         yield cap
+        yield subscription
+        yield alarm
         yield up

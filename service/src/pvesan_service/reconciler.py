@@ -43,11 +43,14 @@ def reconcile(service, reason: str = "manual") -> dict:
 class Reconciler:
     """Background thread: watches the target daemon and reconciles after it was down/restarted."""
 
-    def __init__(self, service, interval: float = 5.0, full_interval: float = 600.0):
+    def __init__(self, service, interval: float = 5.0, full_interval: float = 600.0, allocation_interval: float = 30.0):
         self.service = service
         self.interval = interval
         self.full_interval = full_interval  # also repair drift nobody signalled (a target removed by hand)
+        # how often the allocated bytes of volumes are measured and the pools' alarms looked at
+        self.allocation_interval = allocation_interval
         self._last_full = time.monotonic()
+        self._last_allocation = float("-inf")
         self._stop = threading.Event()
         self._thread = None
         self.runs = 0
@@ -56,9 +59,17 @@ class Reconciler:
     def _generation(self):
         return getattr(self.service.exports.target, "generation", None)
 
+    def measure(self) -> None:
+        """Allocated bytes of the volumes, and the pools' fill (which logs alarm crossings)."""
+        self._last_allocation = time.monotonic()
+        self.service.volumes.refresh_allocated()
+        self.service.pools.alarms()
+
     def check(self) -> bool:
         """One watch step; returns True when it reconciled."""
         s = self.service
+        if time.monotonic() - self._last_allocation >= self.allocation_interval:
+            self.measure()
         up, gen = s.exports.watch()
         was_up = s.exports.up
         s.exports.up = up

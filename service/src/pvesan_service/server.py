@@ -11,6 +11,7 @@ import time
 
 from . import __version__, config as config_mod
 from .domain import Service
+from .domain.pools import DEFAULT_MAX_SUBSCRIPTION
 from .reconciler import Reconciler, reconcile
 from .domain.secretbox import SecretBox
 from .db import Store, StoreError
@@ -83,13 +84,17 @@ def build(cfg: dict) -> tuple[Service, Reconciler]:
     tcfg.setdefault("iqn_prefix", cfg["iqn_prefix"] + ":")  # the driver lists only our targets
     target = make_target_driver(driver, **tcfg)
     service = Service(store, target, iqn_prefix=cfg["iqn_prefix"], portals=cfg["portals"],
-                      admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]), secret_box=box)
+                      admin_token=cfg["admin_token"], capacity_ttl=float(cfg["capacity_ttl"]), secret_box=box,
+                      pool_alarms=tuple(cfg["pool_alarms"]))
     for pool in cfg["pools"]:
-        service.pools.create(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True)
+        service.pools.create(pool["name"], pool["kind"], pool.get("options", {}), pool.get("tags", []), replace=True,
+                             max_subscription=pool.get("max_subscription", DEFAULT_MAX_SUBSCRIPTION),
+                             reserve_percent=pool.get("reserve_percent", 0.0))
     for st in cfg["service_types"]:
         st = dict(st)
         service.service_types.create(st.pop("name"), replace=True, **st)
-    return service, Reconciler(service, float(cfg["reconcile_interval"]), float(cfg["reconcile_full_interval"]))
+    return service, Reconciler(service, float(cfg["reconcile_interval"]), float(cfg["reconcile_full_interval"]),
+                               float(cfg["allocation_interval"]))
 
 
 def main(argv=None) -> int:

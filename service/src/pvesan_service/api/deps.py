@@ -12,8 +12,34 @@ from pydantic import TypeAdapter
 
 from ..domain import Principal, Service
 from ..domain import auth, chap as chaps
+from ..errors import Invalid
 
 bearer = HTTPBearer(auto_error=False, description="a tenant or admin token")
+
+
+def _query_names(route) -> frozenset:
+    """The query parameters of a route and of its dependencies (kept on the route)."""
+    names = getattr(route, "pvesan_query_names", None)
+    if names is None:
+        found, todo = set(), [route.dependant]
+        while todo:
+            dependant = todo.pop()
+            found.update(f.alias for f in dependant.query_params)
+            todo.extend(dependant.dependencies)
+        names = route.pvesan_query_names = frozenset(found)
+    return names
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a misspelt ``?prefx=vm-`` would
+    otherwise list every volume (bodies refuse unknown fields the same way)."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(route))
+    if unknown:
+        raise Invalid("unknown query parameter(s) %s; this call takes %s" % (
+            ", ".join(map(repr, unknown)), ", ".join(sorted(_query_names(route))) or "none"))
 
 
 async def get_service(request: Request) -> Service:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 
 from ..domain import chap as chaps
+from ..domain.pools import DEFAULT_MAX_SUBSCRIPTION
 from ..names import MAX_SIZE, NAME_RE, SIZE_PATTERN, SNAP_RE
 
 NAME = NAME_RE.pattern
@@ -78,10 +79,17 @@ class PoolCreate(Strict):
         default_factory=dict, max_length=16,
         description="file: path; zfs: dataset, volblocksize, compression; lvmthin: vg, thinpool")
     tags: list[Tag] = _tags([])
+    max_subscription: Optional[float] = Field(
+        DEFAULT_MAX_SUBSCRIPTION, gt=0, le=1000,
+        description="thin volumes may provision up to this many times the usable bytes; null: no limit")
+    reserve_percent: float = Field(0, ge=0, lt=100, description="percent of the pool no volume may provision")
 
 
 class PoolUpdate(Strict):
-    tags: list[Tag] = _tags([])
+    """Only the fields given change (null is a value only for max_subscription: no limit)."""
+    tags: list[Tag] = _tags(None)
+    max_subscription: Optional[float] = Field(None, gt=0, le=1000, description="null: no limit")
+    reserve_percent: float = Field(None, ge=0, lt=100)
 
 
 class ServiceTypeCreate(Strict):
@@ -158,7 +166,8 @@ class VolumeOut(BaseModel):
     pool: str
     service_type: Optional[str]
     size: int
-    allocated: Optional[int] = Field(description="bytes the volume's data takes in its pool; null in lists and when the pool cannot tell")
+    allocated: Optional[int] = Field(description="bytes the volume takes in its pool: measured now when one volume is "
+                                     "shown, as last measured (every allocation_interval) in lists; null: not known")
     thin: bool
     block_size: int
     vmid: Optional[int]
@@ -182,7 +191,13 @@ class VolumeSummary(BaseModel):
     parent: Optional[str]
     parent_snapshot: Optional[str]
     iqn: str
+    allocated: Optional[int] = Field(description="bytes the volume takes in its pool, as last measured; null: not yet")
     created_at: str
+
+
+class ReclaimOut(BaseModel):
+    reclaimed: int = Field(description="bytes freed in the pool")
+    volume: VolumeOut
 
 
 class SnapshotOut(BaseModel):
@@ -222,6 +237,13 @@ class PoolOut(BaseModel):
     used: int
     available: int
     error: Optional[str]
+    provisioned: int = Field(description="sum of the sizes of the pool's volumes")
+    allocated: int = Field(description="bytes the pool's volumes hold, as last measured")
+    usable: int = Field(description="total less the reserve")
+    subscription: Optional[float] = Field(description="provisioned / usable")
+    max_subscription: Optional[float]
+    reserve_percent: float
+    alarm: int = Field(description="0: below the alarm levels, 1: warning, 2: critical")
     created_at: str
 
 
@@ -250,7 +272,7 @@ def _links(params: dict, *operations: str) -> dict:
 
 
 VOLUME_LINKS = _links({"name": "$response.body#/name", "query.tenant": "$response.body#/tenant"},
-                      "get_volume", "update_volume", "resize_volume", "rename_volume", "delete_volume", "clone_volume",
-                      "create_snapshot", "list_snapshots")
+                      "get_volume", "update_volume", "resize_volume", "reclaim_volume", "rename_volume", "delete_volume",
+                      "clone_volume", "create_snapshot", "list_snapshots")
 SNAPSHOT_LINKS = _links({"name": "$response.body#/volume", "snapshot": "$response.body#/name"},
                         "delete_snapshot", "rollback_snapshot")

@@ -13,7 +13,7 @@ def make_backend(kind: str, runner: Runner | None = None, **options) -> VolumeBa
     """Build a backend from its kind and pool options.
 
     - ``file``: ``path=`` directory (XFS/btrfs with reflink for snapshots/clones)
-    - ``zfs``: ``dataset=``, optional ``volblocksize=`` (e.g. ``16K``), ``compression=`` (e.g. ``lz4``)
+    - ``zfs``: ``dataset=``, optional ``volblocksize=`` (e.g. ``16K``), ``compression=`` (default ``lz4``; ``inherit``: the dataset's)
     - ``lvmthin``: ``vg=``, ``thinpool=``
     """
     if kind == "file":

@@ -137,6 +137,24 @@ class VolumeBackend(abc.ABC):
     def allocated_bytes(self, name: str) -> int:
         """Bytes really allocated by the volume (less than its size when thin)."""
 
+    def allocated_map(self, names) -> dict[str, int]:
+        """``allocated_bytes`` of many volumes at once (volumes missing from the pool left out);
+        backends that can ask their tool once for all do so."""
+        out = {}
+        for name in names:
+            try:
+                out[name] = self.allocated_bytes(name)
+            except NotInPool:
+                pass
+        return out
+
+    def reclaim(self, name: str) -> int:
+        """Free the all-zero ranges of a volume while initiators keep writing to it; returns the
+        bytes freed.  Only where the kernel can check "still all zeros" and free the range in one
+        step (see file.py); elsewhere a check-then-discard could lose a write made in between."""
+        raise NotSupported("the %s backend cannot free all-zero ranges safely while the volume is in use; "
+                           "discard from the guest instead (fstrim, with discard=on on the Proxmox disk)" % self.kind)
+
     @abc.abstractmethod
     def snapshot_create(self, name: str, snap: str) -> None:
         """Take snapshot ``snap`` of volume ``name`` (instant and thin where possible)."""

@@ -17,16 +17,49 @@ import errno
 import fcntl
 import os
 import shutil
+import struct
 import uuid
 
 from .base import BackendError, NotInPool, NotSupported, PoolCapacity, VolumeBackend, check_name
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
+FIDEDUPERANGE = 0xC0189436  # _IOWR(0x94, 54, struct file_dedupe_range) from linux/fs.h
+DEDUPE_RANGE = struct.Struct("=QQHHI")  # src_offset, src_length, dest_count, reserved1, reserved2
+DEDUPE_INFO = struct.Struct("=qQQiI")  # dest_fd, dest_offset, bytes_deduped, status, reserved
+RECLAIM_CHUNK = 64 * 1024  # the smallest all-zero range reclaim frees
+RECLAIM_MAX = 16 * 1024 * 1024  # per dedupe call (btrfs's limit; the kernel compares it under lock)
 
 
 def reflink(src_fd: int, dst_fd: int) -> None:
     """Make ``dst`` share every block of ``src`` (ioctl FICLONE); raises OSError."""
     fcntl.ioctl(dst_fd, FICLONE, src_fd)
+
+
+def dedupe(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, length: int) -> int:
+    """ioctl FIDEDUPERANGE: if ``dst``'s range still holds what ``src``'s does, make it share
+    ``src``'s blocks, checked and done by the kernel under both files' locks; returns the bytes
+    shared (0: the range differs by now)."""
+    buf = bytearray(DEDUPE_RANGE.pack(src_offset, length, 1, 0, 0) + DEDUPE_INFO.pack(dst_fd, dst_offset, 0, 0, 0))
+    fcntl.ioctl(src_fd, FIDEDUPERANGE, buf)
+    _, _, done, status, _ = DEDUPE_INFO.unpack_from(buf, DEDUPE_RANGE.size)
+    if status < 0:
+        raise OSError(-status, os.strerror(-status))
+    return done if status == 0 else 0
+
+
+def data_extents(fd: int, size: int):
+    """(start, end) of the ranges of a file that are not holes (SEEK_DATA/SEEK_HOLE)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                return
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, min(end, size)
+        pos = end
 
 
 class FileBackend(VolumeBackend):
@@ -178,6 +211,57 @@ class FileBackend(VolumeBackend):
 
     def allocated_bytes(self, name: str) -> int:
         return os.stat(self._existing(name)).st_blocks * 512
+
+    def reclaim(self, name: str) -> int:
+        """Free the all-zero 64 KiB ranges of a volume, online.  Each zero range found is deduped
+        against a hole of a sparse file: the kernel checks the range still reads as zeros and
+        makes it share the hole, i.e. frees it, in one step under the file's lock, so a write
+        that lands meanwhile makes the range differ and it is left alone.  Blocks shared with
+        snapshots stay in use by them.  Returns the bytes freed."""
+        self._require_reflink("reclaim")
+        path = self._existing(name)
+        zero = self._tmp("zero")
+        try:
+            with open(zero, "wb") as fz:
+                fz.truncate(RECLAIM_MAX)  # all hole
+            zfd = os.open(zero, os.O_RDONLY)
+            vfd = os.open(path, os.O_RDWR)
+            try:
+                before = os.fstat(vfd).st_blocks * 512
+                size = os.fstat(vfd).st_size
+                for start, end in data_extents(vfd, size):
+                    self._reclaim_extent(zfd, vfd, start - start % RECLAIM_CHUNK, end)
+                os.fsync(vfd)
+                after = os.fstat(vfd).st_blocks * 512
+            finally:
+                os.close(vfd)
+                os.close(zfd)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                raise NotSupported("the filesystem of %s cannot dedupe ranges: %s" % (self.root, exc.strerror)) from exc
+            raise BackendError("reclaim of %s failed: %s" % (name, exc.strerror)) from exc
+        finally:
+            _unlink(zero)
+        return max(before - after, 0)  # less when initiators wrote new data meanwhile
+
+    @staticmethod
+    def _reclaim_extent(zfd: int, vfd: int, pos: int, end: int) -> None:
+        """Dedupe the runs of all-zero chunks of [pos, end) against the zero file."""
+        run = None  # start of the run of zero chunks not deduped yet
+        zeros = bytes(RECLAIM_CHUNK)
+        while pos < end:
+            chunk = os.pread(vfd, RECLAIM_CHUNK, pos)
+            if not chunk:
+                break
+            zero = chunk == zeros[:len(chunk)]
+            if zero and run is None:
+                run = pos
+            if run is not None and (not zero or pos + len(chunk) - run >= RECLAIM_MAX):
+                dedupe(zfd, 0, vfd, run, (pos + len(chunk) if zero else pos) - run)
+                run = None
+            pos += len(chunk)
+        if run is not None:
+            dedupe(zfd, 0, vfd, run, pos - run)
 
     def snapshot_create(self, name: str, snap: str) -> None:
         src = self._existing(name)

@@ -140,8 +140,15 @@ class LvmThinBackend(VolumeBackend):
         return sorted(r["lv_name"] for r in self._pool_rows() if NAME_RE.match(r["lv_name"]))
 
     def allocated_bytes(self, name: str) -> int:
-        row = self._row(name)
+        return self._allocated(self._row(name))
+
+    @staticmethod
+    def _allocated(row: dict) -> int:
         return int(int(row["lv_size"]) * float(row["data_percent"] or 0) / 100)
+
+    def allocated_map(self, names) -> dict[str, int]:
+        wanted = set(names)
+        return {r["lv_name"]: self._allocated(r) for r in self._pool_rows() if r["lv_name"] in wanted}  # one lvs
 
     def snapshot_create(self, name: str, snap: str) -> None:
         lv = self._snap_lv(name, snap)

@@ -34,14 +34,16 @@ class ZfsBackend(VolumeBackend):
     kind = "zfs"
     rollback_needs_unexport = False
 
-    def __init__(self, dataset: str, volblocksize: str | None = None, compression: str | None = None,
+    def __init__(self, dataset: str, volblocksize: str | None = None, compression: str | None = "lz4",
                  runner: Runner | None = None, zfs: str = "zfs"):
         if not dataset or dataset.startswith("/") or "@" in dataset:
             raise BackendError("zfs pool needs dataset=<pool>/<dataset>, not %r" % (dataset,))
         self.dataset = dataset.rstrip("/")
         self.volblocksize = volblocksize
         self.blocksize = _parse_blocksize(volblocksize) if volblocksize else 16 * 1024  # OpenZFS 2.2 default
-        self.compression = compression
+        # lz4 unless told: with any compression ZFS also stores all-zero blocks as holes (zero
+        # elimination); "inherit" leaves each zvol the dataset's own setting
+        self.compression = None if compression in (None, "inherit") else compression
         self.runner = runner or Runner()
         self.zfs = zfs
 
@@ -139,6 +141,15 @@ class ZfsBackend(VolumeBackend):
 
     def allocated_bytes(self, name: str) -> int:
         return int(self._get(self._ds(name), "used")[0])
+
+    def allocated_map(self, names) -> dict[str, int]:
+        res = self._zfs("list", "-H", "-p", "-o", "name,used", "-t", "volume", "-d", "1", self.dataset)  # one zfs list
+        prefix, wanted, out = self.dataset + "/", set(names), {}
+        for line in res.stdout.splitlines():
+            name, _, used = line.partition("\t")
+            if name.startswith(prefix) and name[len(prefix):] in wanted:
+                out[name[len(prefix):]] = int(used)
+        return out
 
     def snapshot_create(self, name: str, snap: str) -> None:
         full = "%s@%s" % (self._ds(name), check_name(snap, "snapshot"))

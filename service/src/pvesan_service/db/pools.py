@@ -26,11 +26,21 @@ def insert(t, pool_id: str, name: str, kind: str, options: str, tags: str, creat
               (pool_id, name, kind, options, tags, created_at))
 
 
-def update(t, pool_id: str, tags: str, options: Optional[str] = None) -> None:
-    if options is None:
-        t.execute("UPDATE pools SET tags = ? WHERE id = ?", (tags, pool_id))
-    else:
-        t.execute("UPDATE pools SET options = ?, tags = ? WHERE id = ?", (options, tags, pool_id))
+CHANGEABLE = ("tags", "options", "max_subscription", "reserve_percent")
+
+
+def update(t, pool_id: str, **fields) -> None:
+    assert fields and set(fields) <= set(CHANGEABLE), fields
+    t.execute("UPDATE pools SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in fields), (*fields.values(), pool_id))
+
+
+def provisioning(t, pool_id: str) -> dict:
+    """Bytes the pool's volumes provision (their sizes) and allocate (as last measured), and the
+    sizes of thick volumes being created (not yet taken from the pool's free bytes)."""
+    row = t.execute("SELECT COALESCE(SUM(size), 0) AS p, COALESCE(SUM(allocated_bytes), 0) AS a, "
+                    "COALESCE(SUM(CASE WHEN state = 'creating' AND thin = 0 THEN size ELSE 0 END), 0) AS c "
+                    "FROM volumes WHERE pool_id = ?", (pool_id,)).one()
+    return {"provisioned": int(row["p"]), "allocated": int(row["a"]), "thick_creating": int(row["c"])}
 
 
 def volume_count(t, pool_id: str) -> int:

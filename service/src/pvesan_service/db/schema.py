@@ -94,5 +94,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "UPDATE volumes SET initiators = '[\"ALL\"]' WHERE initiators = '[]'",
         "CREATE TABLE service_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ]),
+    (3, "thin provisioning: allocated bytes per volume, over-subscription limits per pool", [
+        # what the volume's data takes in its pool, as last measured (volume show measures anew)
+        "ALTER TABLE volumes ADD COLUMN allocated_bytes BIGINT",
+        # provisioned bytes may reach max_subscription x usable bytes (NULL: no limit); usable is
+        # the pool's size less reserve_percent
+        "ALTER TABLE pools ADD COLUMN max_subscription REAL",
+        "ALTER TABLE pools ADD COLUMN reserve_percent REAL NOT NULL DEFAULT 0",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -64,6 +64,12 @@ class Tx:
     def rowcount(self) -> int:
         return self._cur.rowcount
 
+    def lock_row(self, table: str, row_id: str) -> None:
+        """Serialize the transactions that check a sum over a row's children (a tenant's quota, a
+        pool's subscription) until commit.  SQLite transactions are serialized already."""
+        if self._pg:
+            self.execute("SELECT id FROM %s WHERE id = ? FOR UPDATE" % table, (row_id,))
+
 
 class Store:
     """Connections and transactions for SQLite or PostgreSQL."""

@@ -40,9 +40,11 @@ def delete(t, tenant_id: str) -> None:
 
 
 def usage(t, tenant_id: str) -> dict:
-    row = t.execute("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS s FROM volumes WHERE tenant_id = ?", (tenant_id,)).one()
+    row = t.execute("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS s, COALESCE(SUM(allocated_bytes), 0) AS a "
+                    "FROM volumes WHERE tenant_id = ?", (tenant_id,)).one()
     quota = t.execute("SELECT quota_bytes FROM tenants WHERE id = ?", (tenant_id,)).one()
-    return {"volumes": int(row["n"]), "provisioned_bytes": int(row["s"]), "quota_bytes": quota["quota_bytes"] if quota else None}
+    return {"volumes": int(row["n"]), "provisioned_bytes": int(row["s"]), "allocated_bytes": int(row["a"]),
+            "quota_bytes": quota["quota_bytes"] if quota else None}
 
 
 def provisioned_bytes(t, tenant_id: str) -> int:
@@ -50,9 +52,11 @@ def provisioned_bytes(t, tenant_id: str) -> int:
 
 
 def usage_by_tenant(t) -> list[dict]:
-    rows = t.execute("SELECT t.name AS tenant, COUNT(v.id) AS n, COALESCE(SUM(v.size), 0) AS s FROM tenants t "
+    rows = t.execute("SELECT t.name AS tenant, COUNT(v.id) AS n, COALESCE(SUM(v.size), 0) AS s, "
+                     "COALESCE(SUM(v.allocated_bytes), 0) AS a FROM tenants t "
                      "LEFT JOIN volumes v ON v.tenant_id = t.id GROUP BY t.name ORDER BY t.name").all()
-    return [{"tenant": r["tenant"], "volumes": int(r["n"]), "provisioned_bytes": int(r["s"])} for r in rows]
+    return [{"tenant": r["tenant"], "volumes": int(r["n"]), "provisioned_bytes": int(r["s"]), "allocated_bytes": int(r["a"])}
+            for r in rows]
 
 
 def with_plaintext_chap(t) -> list[dict]:

@@ -25,10 +25,10 @@ CHANGEABLE = ("name", "vmid", "size", "tags", "initiators", "chap_source", "chap
 _SUMMARY = {
     False: ("json_object('id', v.id, 'name', v.name, 'size', v.size, 'vmid', v.vmid, 'tags', json(v.tags), "
             "'state', v.state, 'pool', pl.name, 'parent', p.name, 'parent_snapshot', s.name, "
-            "'iqn', v.iqn, 'created_at', v.created_at)"),
+            "'iqn', v.iqn, 'allocated', v.allocated_bytes, 'created_at', v.created_at)"),
     True: ("json_build_object('id', v.id, 'name', v.name, 'size', v.size, 'vmid', v.vmid, 'tags', v.tags::json, "
            "'state', v.state, 'pool', pl.name, 'parent', p.name, 'parent_snapshot', s.name, "
-           "'iqn', v.iqn, 'created_at', v.created_at)::text"),
+           "'iqn', v.iqn, 'allocated', v.allocated_bytes, 'created_at', v.created_at)::text"),
 }
 
 
@@ -130,6 +130,16 @@ def listed(t, tenant_id: str, prefix=None, vmid=None, tag=None) -> list[dict]:
     """Full rows (``SELECT``) of a tenant's volumes, by name."""
     where, params = _filter(tenant_id, prefix, vmid, tag)
     return t.execute(SELECT + where + " ORDER BY v.name", params).all()
+
+
+def allocation_in_pool(t, pool_id: str) -> dict[str, Optional[int]]:
+    """Ready volumes of a pool and the allocated bytes last measured (None: never)."""
+    return {r["id"]: r["allocated_bytes"] for r in t.execute(
+        "SELECT id, allocated_bytes FROM volumes WHERE pool_id = ? AND state = 'ready'", (pool_id,)).all()}
+
+
+def set_allocated(t, vid: str, allocated: int) -> None:
+    t.execute("UPDATE volumes SET allocated_bytes = ? WHERE id = ?", (allocated, vid))
 
 
 def backfill_iqns(t, prefix: str) -> None:

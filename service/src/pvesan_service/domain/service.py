@@ -24,7 +24,7 @@ from . import chap as chaps
 from .auth import Auth, Principal
 from .exports import Exports
 from .locks import KeyedLocks
-from .pools import Pools, ServiceTypes
+from .pools import DEFAULT_ALARMS, Pools, ServiceTypes
 from .secretbox import SecretBox, SecretBoxError
 from .snapshots import Snapshots
 from .tenants import Tenants
@@ -37,14 +37,14 @@ class Service:
     def __init__(self, store: db.Store, target: TargetDriver, *, iqn_prefix: str = "iqn.2026-11.org.pvesan",
                  portals: Optional[list[str]] = None, admin_token: Optional[str] = None,
                  capacity_ttl: float = 2.0, secret_box: Optional[SecretBox] = None,
-                 backend_factory: Callable[..., VolumeBackend] = make_backend):
+                 backend_factory: Callable[..., VolumeBackend] = make_backend, pool_alarms: tuple = DEFAULT_ALARMS):
         self.store = store
         # CHAP secrets are sealed with it in the database (a throw-away key unless one is given:
         # pvesan-service passes the key of its secret_key_file)
         self.box = secret_box or SecretBox.generate()
         self.metrics = Metrics()
         self.exports = Exports(target, self.box, iqn_prefix, portals or ["127.0.0.1:3260"])
-        self.pools = Pools(store, self.metrics, capacity_ttl, backend_factory)
+        self.pools = Pools(store, self.metrics, capacity_ttl, backend_factory, pool_alarms)
         self.service_types = ServiceTypes(store, self.metrics)
         # Tenants re-export volumes and forget tokens through the parts made after it
         self.tenants = Tenants(store, self.box, self.exports, self.metrics, capacity_ttl,
@@ -115,7 +115,9 @@ class Service:
         for pool in self.pools.rows():
             cap = self.pools.capacity(pool)
             pools.append({"name": pool["name"], "kind": pool["kind"], "tags": pool["tags"], "total": cap["total"],
-                          "used": cap["used"], "available": cap["available"], "error": cap["error"]})
+                          "used": cap["used"], "available": cap["available"], "error": cap["error"],
+                          "provisioned": cap["provisioned"], "allocated": cap["allocated"],
+                          "subscription": cap["subscription"], "alarm": self.pools.alarm_of(pool)})
             if pool["id"] in selected and not cap["error"]:
                 total += cap["total"]
                 used += cap["used"]
@@ -139,8 +141,9 @@ class Service:
             database = True
         except Exception:
             version, database = None, False
-        return {"status": "ok" if database and self.exports.up else "degraded", "database": database,
-                "schema_version": version, "target_up": self.exports.up}
+        alarms = self.pools.alarms() if database else []
+        return {"status": "ok" if database and self.exports.up and not alarms else "degraded", "database": database,
+                "schema_version": version, "target_up": self.exports.up, "alarms": alarms}
 
     def close(self) -> None:
         self.volumes.committer.shutdown()

@@ -127,6 +127,7 @@ class Tenants:
         quota = tenant_row["quota_bytes"]
         if quota is None:
             return
+        t.lock_row("tenants", tenant_row["id"])
         used = db.tenants.provisioned_bytes(t, tenant_row["id"])
         if used + size > quota:
             raise Conflict("tenant quota exceeded: %d of %d bytes provisioned, %d more asked" % (used, quota, size))

@@ -69,11 +69,11 @@ class Volumes:
             return None
 
     def view(self, vol: dict, allocated: bool = True) -> dict:
-        """A volume as the API shows it.  ``allocated=False`` (lists) leaves out the pool query for
-        the allocated bytes, one command per volume on zfs and lvmthin pools."""
+        """A volume as the API shows it.  ``allocated=False`` (lists) shows the allocated bytes
+        last measured instead of asking the pool (one command per volume on zfs and lvmthin)."""
         return {
             "id": vol["id"], "name": vol["name"], "tenant": vol["tenant"], "pool": self.pools.by_id(vol["pool_id"])["name"],
-            "service_type": vol["service_type"], "size": vol["size"], "allocated": self._allocated(vol) if allocated else None,
+            "service_type": vol["service_type"], "size": vol["size"], "allocated": self._allocated(vol) if allocated else vol["allocated_bytes"],
             "thin": bool(vol["thin"]), "block_size": vol["block_size"], "vmid": vol["vmid"], "tags": db.from_json(vol["tags"], []),
             "state": vol["state"], "parent": vol["parent"], "parent_snapshot": vol["parent_snapshot"],
             "export": self.exports.view(vol), "created_at": vol["created_at"], "updated_at": vol["updated_at"],
@@ -110,6 +110,29 @@ class Volumes:
                 raise NotFound("volume %r not found" % name)
             yield fresh
 
+    def refresh_allocated(self) -> int:
+        """Measure the allocated bytes of every ready volume, one backend query per pool, and
+        store those that changed (pool subscription, tenant usage and lists read them); returns
+        how many changed.  A pool that cannot be read keeps its last figures."""
+        changed = 0
+        for pool in self.pools.rows():
+            with self.store.tx() as t:
+                known = db.volumes.allocation_in_pool(t, pool["id"])
+            if not known:
+                continue
+            try:
+                now = self.pools.backend(pool).allocated_map(known)
+            except Exception as exc:
+                log.warning("allocated bytes of pool %s not measured: %s", pool["name"], exc)
+                continue
+            fresh = {vid: n for vid, n in now.items() if known.get(vid) != n}
+            if fresh:
+                with self.store.tx(durable=False) as t:  # a figure lost in a power cut is measured again
+                    for vid, n in fresh.items():
+                        db.volumes.set_allocated(t, vid, n)
+                changed += len(fresh)
+        return changed
+
     # -- create -------------------------------------------------------------------------------
     def create(self, tenant: dict, name: str, size, service_type: Optional[str] = None,
                query_include: Optional[list] = None, query_exclude: Optional[list] = None,
@@ -130,7 +153,7 @@ class Volumes:
                 while True:
                     existing = self.find(tenant, name)
                     if existing is None:
-                        pool = self.pools.pick(st, query_include, query_exclude)
+                        pool = self.pools.pick(st, query_include, query_exclude, size)
                         tenant_row = self.tenants.row(tenant["name"])
                         if own is None and not tenant_row["chap_user"] and st["chap"]:
                             own = chaps.resolve(chaps.GENERATE)
@@ -175,9 +198,11 @@ class Volumes:
                 return self.finish_create(vid, backend, lambda: backend.create(vid, size, bool(st["thin"]))), True
 
     def register(self, t, tenant_row: dict, vid: str, **columns) -> None:
-        """Phase 1 of a create or clone, inside the caller's transaction: the quota allows the
-        size, and the row is inserted as 'creating' (a UniqueViolation when the name is taken)."""
+        """Phase 1 of a create or clone, inside the caller's transaction: the quota and the pool
+        allow the size, and the row is inserted as 'creating' (a UniqueViolation when the name is
+        taken)."""
         self.tenants.check_quota(t, tenant_row, columns["size"])
+        self.pools.admit(t, self.pools.by_id(columns["pool_id"]), columns["size"], bool(columns["thin"]))
         ts = db.now()
         row = dict(id=vid, tenant_id=tenant_row["id"], vmid=vmid_of(columns["name"]), iqn=self.exports.iqn(vid),
                    state="creating", created_at=ts, updated_at=ts, parent_id=None, parent_snapshot_id=None,
@@ -228,21 +253,49 @@ class Volumes:
 
     # -- change -------------------------------------------------------------------------------
     def resize(self, tenant: dict, name: str, size) -> dict:
+        """Grow a volume.  The new size is written (quota and pool checked) before the backend
+        grows, so concurrent grows cannot both pass the checks; a grow the backend refuses is
+        undone, and one a crash interrupted is finished by repeating it."""
         with self.metrics.measure("volume_resize"):
             new = align_size(parse_size(size))
             with self.locked(tenant, name) as vol:
                 if new < vol["size"]:
                     raise Invalid("shrinking is refused: volume %r is %d bytes, asked %d" % (name, vol["size"], new))
+                backend = self.pools.backend_of(vol)
                 if new > vol["size"]:
                     tenant_row = self.tenants.row(tenant["name"])
                     with self.store.tx() as t:
                         self.tenants.check_quota(t, tenant_row, new - vol["size"])
-                    self.pools.backend_of(vol).resize(vol["id"], new)
-                    with self.store.tx() as t:
+                        self.pools.admit(t, self.pools.by_id(vol["pool_id"]), new - vol["size"], bool(vol["thin"]))
                         db.volumes.update(t, vol["id"], size=new, updated_at=db.now())
-                    self.exports.refresh_size(vol["iqn"])
                     self.tenants.invalidate_usage(tenant["id"])
+                elif backend.size(vol["id"]) >= new:
+                    return self.view(vol)
+                try:
+                    backend.resize(vol["id"], new)
+                except BaseException:
+                    with self.store.tx() as t:
+                        db.volumes.update(t, vol["id"], size=vol["size"], updated_at=db.now())
+                    self.tenants.invalidate_usage(tenant["id"])
+                    raise
+                self.exports.refresh_size(vol["iqn"])
                 return self.view(self.by_id(vol["id"]))
+
+    def reclaim(self, tenant: dict, name: str) -> dict:
+        """Free the all-zero ranges of a thin volume while it stays in use (where the backend can
+        do that safely); returns the bytes freed and the volume as it is now."""
+        with self.metrics.measure("volume_reclaim"):
+            with self.locked(tenant, name) as vol:
+                if not vol["thin"]:
+                    raise Conflict("volume %r is thick: it keeps all its bytes allocated" % name)
+                freed = self.pools.backend_of(vol).reclaim(vol["id"])
+                view = self.view(vol)
+                if view["allocated"] is not None:
+                    with self.store.tx(durable=False) as t:
+                        db.volumes.set_allocated(t, vol["id"], view["allocated"])
+                self.pools.forget_capacity(vol["pool_id"])
+                log.info("reclaim of %s/%s freed %d bytes", tenant["name"], name, freed)
+                return {"reclaimed": freed, "volume": view}
 
     def rename(self, tenant: dict, name: str, new_name: str) -> dict:
         with self.metrics.measure("volume_rename"):
@@ -362,8 +415,9 @@ class Volumes:
         return undone, finished
 
     def repair_exports(self) -> dict:
-        """Export every ready volume the target lacks (or has with another backing path) and
-        remove targets under our IQN prefix that no volume owns."""
+        """Export every ready volume the target lacks, or has with another backing path or thin
+        provisioning setting (existing volumes get UNMAP this way), and remove targets under our
+        IQN prefix that no volume owns."""
         fixed = {"exported": 0, "unexported": 0, "missing_backing": 0}
         with self.store.tx() as t:
             ready = db.volumes.in_state(t, "ready")
@@ -376,7 +430,7 @@ class Volumes:
                 fixed["unexported"] += 1
         for iqn, vol in wanted.items():
             have = actual.get(iqn)
-            if have is not None and have.backing_path == vol["backing_path"]:
+            if have is not None and have.backing_path == vol["backing_path"] and have.thin == bool(vol["thin"]):
                 continue
             with self.locks.hold(vol["id"]):
                 fresh = self.by_id(vol["id"])

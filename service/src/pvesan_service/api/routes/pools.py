@@ -13,7 +13,9 @@ router = APIRouter()
 @router.post("/api/v1/pools", tags=["pools"], status_code=201, response_model=PoolOut,
              responses={201: _links({"name": "$response.body#/name"}, "get_pool", "update_pool", "delete_pool")})
 def create_pool(body: PoolCreate, service: ServiceDep, _p: AdminWriter):
-    return checked(PoolOut, service.pools.create(body.name, body.kind, body.options, body.tags), 201)
+    return checked(PoolOut, service.pools.create(
+        body.name, body.kind, body.options, body.tags, max_subscription=body.max_subscription,
+        reserve_percent=body.reserve_percent), 201)
 
 
 @router.get("/api/v1/pools", tags=["pools"], response_model=list[PoolOut])
@@ -28,7 +30,7 @@ def get_pool(name: str, service: ServiceDep, _p: Caller):
 
 @router.patch("/api/v1/pools/{name}", tags=["pools"], response_model=PoolOut)
 def update_pool(name: str, body: PoolUpdate, service: ServiceDep, _p: AdminWriter):
-    return checked(PoolOut, service.pools.update(name, body.tags))
+    return checked(PoolOut, service.pools.update(name, body.model_dump(include=body.model_fields_set)))
 
 
 @router.delete("/api/v1/pools/{name}", tags=["pools"], status_code=204)

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ..deps import Caller, ServiceDep, TenantQuery, Writer, chap_arg, checked, private
-from ..schemas import (SNAPSHOT_LINKS, TAG, VOLUME_LINKS, CloneCreate, Rename, Resize, SnapshotCreate, SnapshotOut,
-                       VolumeCreate, VolumeOut, VolumeSummary, VolumeUpdate)
+from ..schemas import (SNAPSHOT_LINKS, TAG, VOLUME_LINKS, CloneCreate, ReclaimOut, Rename, Resize, SnapshotCreate,
+                       SnapshotOut, VolumeCreate, VolumeOut, VolumeSummary, VolumeUpdate)
 
 router = APIRouter()
 
@@ -53,6 +53,12 @@ def update_volume(name: str, body: VolumeUpdate, service: ServiceDep, p: Writer,
 @router.post("/api/v1/volumes/{name}/resize", tags=["volumes"], response_model=VolumeOut)
 def resize_volume(name: str, body: Resize, service: ServiceDep, p: Writer, tenant: TenantQuery = None):
     return checked(VolumeOut, service.volumes.resize(service.auth.scope(p, tenant), name, body.size))
+
+
+@router.post("/api/v1/volumes/{name}/reclaim", tags=["volumes"], response_model=ReclaimOut)
+def reclaim_volume(name: str, service: ServiceDep, p: Writer, tenant: TenantQuery = None):
+    """Free the all-zero ranges of a thin volume, online (file pools on XFS or btrfs; elsewhere 422)."""
+    return checked(ReclaimOut, service.volumes.reclaim(service.auth.scope(p, tenant), name))
 
 
 @router.post("/api/v1/volumes/{name}/rename", tags=["volumes"], response_model=VolumeOut)
