@@ -187,6 +187,11 @@ def _recv_exactly(sock, size):
     return data
 
 
+# tgt before 1.0.90 punches holes only in regular files: UNMAP on a LUN backed by a block device
+# (zvol, LV) fails there with HARDWARE ERROR (tgt commit fa97d3d, "unmap region of block device").
+UNMAP_ON_BLOCK_DEVICES_SINCE = (1, 0, 90)
+
+
 class Tgtadm(object):
     """Thin wrapper of the ``tgtadm`` command for one tgtd (control port ``-C``).
 
@@ -199,6 +204,14 @@ class Tgtadm(object):
         self.tgtadm_path = tgtadm_path
         self.lld = lld
         self._run = run or _default_run
+
+    def version(self):
+        """tgtadm's version (the package's), e.g. (1, 0, 85); () when it cannot tell."""
+        try:
+            rc, out, _err = self._run([self.tgtadm_path, "--version"])
+        except OSError:
+            return ()
+        return tuple(int(n) for n in re.findall(r"\d+", out)[:3]) if rc == 0 else ()
 
     @property
     def socket_path(self):

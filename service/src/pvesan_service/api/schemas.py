@@ -156,6 +156,8 @@ class ExportOut(BaseModel):
     urls: list[str]
     initiators: list[str]
     wwid: Optional[str] = Field(None, description="the WWID initiators see for the LUN (multipath map name); null when the target driver cannot tell")
+    unmap: bool = Field(description="the LUN takes UNMAP and WRITE SAME with UNMAP (thin export): discards free "
+                                    "pool space")
     chap: Optional[ChapOut]
 
 

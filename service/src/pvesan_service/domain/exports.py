@@ -49,7 +49,11 @@ class Exports:
     def export_of(self, vol: dict) -> Export:
         return Export(iqn=vol["iqn"], lun=DATA_LUN, backing_path=vol["backing_path"], serial=vol["id"][2:],
                       chap=self.chap_of(vol), initiators=self.initiators_of(vol), readonly=False,
-                      block_size=vol["block_size"], thin=bool(vol["thin"]))
+                      block_size=vol["block_size"], thin=self.thin_of(vol))
+
+    def thin_of(self, vol: dict) -> bool:
+        """Is the volume exported thin (UNMAP): a thin volume, where the target can."""
+        return bool(vol["thin"]) and self.target.can_unmap(vol["backing_path"])
 
     def view(self, vol: dict) -> dict:
         """The ``export`` object of a volume in the API."""
@@ -57,7 +61,7 @@ class Exports:
         return {"iqn": iqn, "lun": DATA_LUN, "portals": self.portals,
                 "urls": ["iscsi://%s/%s/%d" % (portal, iqn, DATA_LUN) for portal in self.portals],
                 "initiators": self.initiators_of(vol), "wwid": self.target.wwid(vol["id"][2:]),
-                "chap": chaps.out(self.chap_of(vol))}
+                "unmap": self.thin_of(vol), "chap": chaps.out(self.chap_of(vol))}
 
     # -- the target ---------------------------------------------------------------------------
     def export(self, vol: dict) -> None:

@@ -430,7 +430,7 @@ class Volumes:
                 fixed["unexported"] += 1
         for iqn, vol in wanted.items():
             have = actual.get(iqn)
-            if have is not None and have.backing_path == vol["backing_path"] and have.thin == bool(vol["thin"]):
+            if have is not None and have.backing_path == vol["backing_path"] and have.thin == self.exports.thin_of(vol):
                 continue
             with self.locks.hold(vol["id"]):
                 fresh = self.by_id(vol["id"])

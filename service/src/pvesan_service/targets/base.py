@@ -72,6 +72,11 @@ class TargetDriver(abc.ABC):
         multipath's map name), or None when the driver cannot tell."""
         return None
 
+    def can_unmap(self, backing_path: str) -> bool:
+        """Can a LUN on this backing store take UNMAP (a thin export)?  Else it is exported fully
+        provisioned, whatever the volume's service type says."""
+        return True
+
     def acl_problem(self, initiators: list[str]) -> Optional[str]:
         """Why this target cannot enforce the initiator ACL ``initiators``, or None when it can
         (checked before anything is stored, so a bad entry is the caller's 4xx, not a failed export)."""

@@ -17,6 +17,8 @@ default, so 512 LUNs) per LUN.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from typing import Callable, Optional
 
@@ -57,6 +59,7 @@ class TgtDriver(TargetDriver):
         self._targets: Optional[dict[str, dict]] = None  # iqn -> target dict as tgtd has it
         self._passwords: dict[str, str] = {}  # CHAP user -> password set in this tgtd instance
         self._next_tid = 1
+        self._unmaps_block_devices: Optional[bool] = None
 
     # --- state ---------------------------------------------------------------------------------
     def _load(self) -> dict[str, dict]:
@@ -99,13 +102,30 @@ class TgtDriver(TargetDriver):
             return self._load()
         return self._targets
 
+    def can_unmap(self, backing_path: str) -> bool:
+        try:
+            on_block_device = stat.S_ISBLK(os.stat(backing_path).st_mode)
+        except OSError:
+            on_block_device = backing_path.startswith("/dev/")
+        if not on_block_device:
+            return True
+        if self._unmaps_block_devices is None:
+            version = self.command.version()
+            self._unmaps_block_devices = version >= tgtlib.UNMAP_ON_BLOCK_DEVICES_SINCE
+            if not self._unmaps_block_devices:
+                log.warning("tgt %s cannot unmap on block devices (tgt 1.0.90 can): thin volumes of zfs and lvmthin "
+                            "pools are exported fully provisioned, so guests' discards free nothing there; use tgt "
+                            ">= 1.0.90 or the lio driver", ".".join(map(str, version)) or "of unknown version")
+        return self._unmaps_block_devices
+
     def _desired(self, export: Export) -> dict:
         # scsi_id = the serial (the volume id's hex digits): a WWID unique to the volume and
         # stable across tgtd restarts and storage hosts (tgt's default depends on the tid).
         lun = {"lun": export.lun, "path": export.backing_path, "serial": export.serial, "scsi_id": export.serial,
                "vendor": self.vendor,
                "product": self.product, "readonly": export.readonly, "bstype": self.bstype,
-               "bsoflags": self.bsoflags, "block_size": export.block_size, "thin_provisioning": export.thin}
+               "bsoflags": self.bsoflags, "block_size": export.block_size,
+               "thin_provisioning": export.thin and self.can_unmap(export.backing_path)}
         chap = mutual = None
         if export.chap:
             chap = {"user": export.chap.user, "password": export.chap.password}
