@@ -152,6 +152,20 @@ def test_delete_idempotent_and_dependent_clones():
     r.done()
 
 
+def test_delete_waits_for_a_zvol_still_open(monkeypatch):
+    """Right after a target closed a zvol, udev may still hold it: zfs says "dataset is busy" and
+    the backend tries again (as Proxmox's ZFSPoolPlugin does), a few times, then gives up."""
+    import pvesan_service.backends.zfs as zfs
+    monkeypatch.setattr(zfs, "BUSY_WAIT", 0)
+    b, r = backend(*rec("destroy-busy", "destroy-clone"))
+    b.delete(V2)
+    r.done()
+    b, r = backend(*rec(*["destroy-busy"] * (zfs.BUSY_RETRIES + 1)))
+    with pytest.raises(BackendError, match="dataset is busy"):
+        b.delete(V2)
+    r.done()
+
+
 def test_snapshots_clone_rollback():
     b, r = backend(*rec("snapshot", "snapshot-exists", "snapshot-missing-volume", "list-snapshots", "list-snapshots-missing",
                         "clone", "settle-clone", "clone-exists",

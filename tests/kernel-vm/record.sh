@@ -326,7 +326,7 @@ section_zfs() {
     rec "$dir" get-volsize-not-multiple zfs get -H -p -o value volsize,volblocksize "$ds/v-notmultiple"
     run zfs destroy "$ds/v-notmultiple" 2>/dev/null
     rec "$dir" create-nospace zfs create -V 1073741824 "$ds/$v2"
-    rec "$dir" create-thin-default zfs create -s -V 1073741824 "$ds/$v2"
+    rec "$dir" create-thin-default zfs create -s -V 1073741824 -o compression=lz4 "$ds/$v2"
     rec "$dir" settle-default udevadm settle --timeout=10 "--exit-if-exists=/dev/zvol/$ds/$v2"
     rec "$dir" get-volblocksize-default zfs get -H -p -o value volblocksize "$ds/$v2"
     rec "$dir" get-volsize zfs get -H -p -o value volsize "$ds/$v1"
@@ -334,6 +334,7 @@ section_zfs() {
     run sync
     rec "$dir" get-used-volume zfs get -H -p -o value used "$ds/$v1"
     rec "$dir" list-volumes zfs list -H -p -o name -t volume -d 1 "$ds"
+    rec "$dir" list-volumes-used zfs list -H -p -o name,used -t volume -d 1 "$ds"
     rec "$dir" get-missing zfs get -H -p -o value type "$ds/v-ffffffffffffffff"
     rec "$dir" get-missing-volsize zfs get -H -p -o value volsize "$ds/v-ffffffffffffffff"
     rec "$dir" set-volsize zfs set volsize=68719476736 "$ds/$v1"
@@ -358,6 +359,10 @@ section_zfs() {
     rec "$dir" destroy-snapshot zfs destroy "$ds/$v1@$s2"
     rec "$dir" destroy-snapshot-missing zfs destroy "$ds/$v1@$s2"
     rec "$dir" destroy-snapshot-missing-volume zfs destroy "$ds/v-ffffffffffffffff@$s2"
+    # a zvol still open (as right after the target closed it, while udev probes it)
+    exec 7<"/dev/zvol/$ds/$v2"
+    rec "$dir" destroy-busy zfs destroy -r "$ds/$v2"
+    exec 7<&-
     rec "$dir" destroy-clone zfs destroy -r "$ds/$v2"
     rec "$dir" destroy zfs destroy -r "$ds/$v1"
     rec "$dir" destroy-missing zfs destroy -r "$ds/v-ffffffffffffffff"

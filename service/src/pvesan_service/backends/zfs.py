@@ -12,10 +12,12 @@ in the kernel VM); ``size()`` returns the real ``volsize``.  Rollback works to t
 from __future__ import annotations
 
 import re
+import time
 
 from .base import BackendError, NotInPool, PoolCapacity, Runner, VolumeBackend, check_name
 
 _UNITS = {"": 1, "K": 1024, "M": 1024 ** 2}
+BUSY_RETRIES, BUSY_WAIT = 5, 1.0  # destroy of a zvol that is still open for a moment
 
 
 def _parse_blocksize(value: str) -> int:
@@ -105,7 +107,13 @@ class ZfsBackend(VolumeBackend):
 
     def delete(self, name: str) -> None:
         ds = self._ds(name)
-        res = self._zfs("destroy", "-r", ds, check=False)
+        # A zvol just closed by the target is often still open for a moment (udev probes it after
+        # the last writer closes): "dataset is busy".  Proxmox's ZFSPoolPlugin retries the same way.
+        for attempt in range(BUSY_RETRIES + 1):
+            res = self._zfs("destroy", "-r", ds, check=False)
+            if "dataset is busy" not in res.stderr or attempt == BUSY_RETRIES:
+                break
+            time.sleep(BUSY_WAIT)
         if res.rc == 0 or "does not exist" in res.stderr:
             return
         if "dependent clones" in res.stderr:
@@ -146,7 +154,7 @@ class ZfsBackend(VolumeBackend):
         res = self._zfs("list", "-H", "-p", "-o", "name,used", "-t", "volume", "-d", "1", self.dataset)  # one zfs list
         prefix, wanted, out = self.dataset + "/", set(names), {}
         for line in res.stdout.splitlines():
-            name, _, used = line.partition("\t")
+            name, used = line.partition("\t")[::2]
             if name.startswith(prefix) and name[len(prefix):] in wanted:
                 out[name[len(prefix):]] = int(used)
         return out
