@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-plugin proxmox-check proxmox-facts
+.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ kernel-vm-record: ## re-record real zpool/zfs/lvm/iscsiadm output in the kernel 
 
 kernel-vm-lio: ## the service's lio driver against the kernel VM's real LIO target and initiator; optional
 	bash scripts/kernel-vm.sh lio
+
+kernel-vm-thin: ## thin provisioning on zfs/lvmthin pools through tgt and LIO in the kernel VM (discard, zeros, full pool); optional
+	bash scripts/kernel-vm.sh thin
 
 kernel-vm-plugin: ## the Proxmox plugin's kernel-initiator path (CHAP, multipath) in the kernel VM against a real service; optional
 	bash scripts/kernel-vm.sh plugin

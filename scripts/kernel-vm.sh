@@ -10,6 +10,7 @@
 #   scripts/kernel-vm.sh record [S..] build + start + tests/kernel-vm/record.sh [sections] + stop
 #                                     (sections: zfs_pool zfs lvmthin iscsi iscsi_chap)
 #   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
+#   scripts/kernel-vm.sh thin         build + start + thin provisioning on zfs/lvmthin through tgt and LIO + stop
 #   scripts/kernel-vm.sh plugin       build + start + the Proxmox plugin's kernel-initiator path + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
@@ -92,7 +93,8 @@ build_image() {
     cp "$cache/id_ed25519.pub" "$dir/root/.ssh/authorized_keys"
     echo 'UseDNS no' >"$dir/etc/ssh/sshd_config.d/kvm.conf"
     # Daemons the recordings start themselves; timers that only cost boot time.
-    chroot "$dir" systemctl disable iscsid.socket iscsid.service open-iscsi.service \
+    # (tgt's own service would hold 0.0.0.0:3260, which the LIO tests listen on)
+    chroot "$dir" systemctl disable iscsid.socket iscsid.service open-iscsi.service tgt.service \
         multipathd.service multipathd.socket apt-daily.timer apt-daily-upgrade.timer \
         e2scrub_all.timer fstrim.timer man-db.timer 2>/dev/null || true
     chroot "$dir" systemctl mask systemd-networkd-wait-online.service
@@ -301,6 +303,19 @@ cmd_lio() {
         --junitxml='$cache/lio-junit.xml' tests/test_targets_lio_kernel.py $*"
 }
 
+# Thin provisioning for real: discards through tgt and LIO free zvols and thin LVs, zeros on zfs,
+# a full thin pool as a guest sees it (service/tests/test_thin_kernel.py, on disks d8-d10).
+cmd_thin() {
+    cmd_build
+    cmd_start
+    trap 'cmd_stop' EXIT
+    # PVESAN_THIN_TGT_BIN: a tgt build's usr/ (under the checkout) instead of the guest's tgt 1.0.85
+    ssh_guest "cd '$root/service' && PYTHONPATH=src PVESAN_THIN_TGT_BIN='${PVESAN_THIN_TGT_BIN:-}' \
+        PVESAN_THIN_ZFS_DISK=/dev/disk/by-id/virtio-pvesan-d8 PVESAN_THIN_LVM_DISK=/dev/disk/by-id/virtio-pvesan-d9 \
+        PVESAN_THIN_FULL_DISK=/dev/disk/by-id/virtio-pvesan-d10 python3 -m pytest -p no:cacheprovider --noconftest -v -s \
+        --junitxml='$cache/thin-junit.xml' tests/test_thin_kernel.py $*"
+}
+
 # The Proxmox plugin's kernel-initiator path for real: a service and tgtd on the host
 # (tests/kernel-vm/plugin-host.pl), the plugin with the guest's open-iscsi, udev and dm-multipath
 # (tests/kernel-vm/plugin.t): CHAP and mutual CHAP, data, resize, export/import, multipath.
@@ -318,6 +333,7 @@ case "${1:-}" in
     ssh) shift; ssh_guest "$@" ;;
     record) shift; cmd_record "$@" ;;
     lio) shift; cmd_lio "$@" ;;
+    thin) shift; cmd_thin "$@" ;;
     plugin) cmd_plugin ;;
     *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
