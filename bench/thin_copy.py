@@ -59,7 +59,7 @@ def write_data(path, pattern=b"\x5a"):
     with open(path, "r+b") as f:
         for offset, length in RUNS:
             f.seek(offset)
-            for _ in range(length // MiB):
+            for _mib in range(length // MiB):
                 f.write(pattern * MiB)
         os.fsync(f.fileno())
 

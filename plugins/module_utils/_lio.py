@@ -148,7 +148,8 @@ THIN_ATTRIBUTES = ("emulate_tpu", "emulate_tpws", "unmap_zeroes_data")
 def _thin(so):
     try:
         return so.get_attribute("emulate_tpu") == "1"
-    except Exception:  # pylint: disable=broad-except  (an old kernel without the attribute)
+    except Exception:  # pylint: disable=broad-except
+        # an old kernel without the attribute
         return False
 
 

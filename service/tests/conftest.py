@@ -152,7 +152,6 @@ class Api:
         return self.client(r.json()["token"])
 
 
-
 # ------------------------------------------------------------------------------- real XFS
 @pytest.fixture(scope="session")
 def xfs_dir():

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from fastapi.testclient import TestClient
 
-from conftest import ADMIN_TOKEN, IQN_PREFIX, Api, FakeTarget, MiB
-from pvesan_service.domain import Service
+from conftest import IQN_PREFIX, Api, MiB
 from pvesan_service.reconciler import reconcile
-from pvesan_service.db import Store
 
 GiB = 1 << 30
 

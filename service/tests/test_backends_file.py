@@ -232,7 +232,7 @@ def test_reclaim_loses_no_concurrent_write(pool, tmp_path):
     child = multiprocessing.get_context("fork").Process(target=_writer, args=(path, size, log_path, stop_path))
     child.start()
     try:
-        for _ in range(3):
+        for _round in range(3):
             pool.reclaim("v-1")
     finally:
         open(stop_path, "w").close()

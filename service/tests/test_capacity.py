@@ -61,7 +61,7 @@ def names(client) -> list[str]:
 def gauges(api) -> dict[str, float]:
     """/metrics as {'name{labels}': value}."""
     lines = api.admin.get("/metrics").text.splitlines()
-    return {k: float(v) for k, _, v in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))}
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))}
 
 
 def fill(path, name, nbytes) -> None:
@@ -228,7 +228,7 @@ def test_alarms_log_each_crossing_once_and_degrade_health(api, caplog):
                                            "alarms": []}
     caplog.set_level(logging.INFO, logger="pvesan.pools")
     fill(api.pool_dir, "ballast-1", int(pool["total"] * 0.87) - pool["used"])
-    for _ in range(3):
+    for _poll in range(3):
         health = anon.get("/healthz").json()
     assert health["status"] == "degraded" and health["target_up"] is True
     assert len(health["alarms"]) == 1 and health["alarms"][0].startswith("pool small is 8")
@@ -238,7 +238,7 @@ def test_alarms_log_each_crossing_once_and_degrade_health(api, caplog):
     assert len(warnings) == 1 and "pool small is 8" in warnings[0].getMessage()
 
     fill(api.pool_dir, "ballast-2", int(pool["total"] * 0.09))
-    for _ in range(3):
+    for _poll in range(3):
         health = anon.get("/healthz").json()
     assert "(critical at 95%)" in health["alarms"][0]
     assert api.admin.get("/api/v1/pools/small").json()["alarm"] == 2

@@ -41,7 +41,7 @@ def dedupe(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, length: i
     shared (0: the range differs by now)."""
     buf = bytearray(DEDUPE_RANGE.pack(src_offset, length, 1, 0, 0) + DEDUPE_INFO.pack(dst_fd, dst_offset, 0, 0, 0))
     fcntl.ioctl(src_fd, FIDEDUPERANGE, buf)
-    _, _, done, status, _ = DEDUPE_INFO.unpack_from(buf, DEDUPE_RANGE.size)
+    done, status = DEDUPE_INFO.unpack_from(buf, DEDUPE_RANGE.size)[2:4]
     if status < 0:
         raise OSError(-status, os.strerror(-status))
     return done if status == 0 else 0

@@ -151,8 +151,8 @@ class Pools:
             limit = pool["max_subscription"]
             if limit is not None and sums["provisioned"] + size > limit * usable:
                 return ("pool %s would be over-subscribed: %d bytes provisioned + %d asked > %g x %d usable bytes "
-                        "(raise max_subscription or add capacity)" % (pool["name"], sums["provisioned"], size, limit,
-                                                                       usable))
+                        "(raise max_subscription or add capacity)"
+                        % (pool["name"], sums["provisioned"], size, limit, usable))
             return None
         free = real["available"] - (real["total"] - usable) - sums["thick_creating"]
         if size > free:
