@@ -155,7 +155,7 @@ def test_delete_idempotent_and_dependent_clones():
 def test_delete_waits_for_a_zvol_still_open(monkeypatch):
     """Right after a target closed a zvol, udev may still hold it: zfs says "dataset is busy" and
     the backend tries again (as Proxmox's ZFSPoolPlugin does), a few times, then gives up."""
-    import pvesan_service.backends.zfs as zfs
+    from pvesan_service.backends import zfs
     monkeypatch.setattr(zfs, "BUSY_WAIT", 0)
     b, r = backend(*rec("destroy-busy", "destroy-clone"))
     b.delete(V2)
