@@ -297,3 +297,30 @@ def test_cli_admin_commands(srv):
     assert ok("health")["database"] is True and "alarms" in ok("health")
     assert set(ok("reconcile")) >= {"exported", "orphan_volumes"}
     assert ok("tenant", "delete", "cli-t") == {"ok": True}
+
+
+def test_systemd_ready_only_when_exported_and_listening(srv, tenant, tgtd_daemon, tmp_path, monkeypatch):
+    """The unit is Type=notify: READY=1 must mean serving, because a cluster manager brings the
+    floating addresses up right after it. Targets dropped while the service was down (a head
+    that took over starts a fresh tgtd) are back and the API answers at the moment of READY."""
+    import socket
+    t = tenant[0]
+    vol = t.post("/api/v1/volumes", json={"name": "vm-102-disk-0", "size": "16M"}).json()
+    srv.stop()
+    for line in tgtd_daemon.tgtadm("--mode", "target", "--op", "show").stdout.splitlines():
+        if line.startswith("Target ") and line.split()[2] == vol["export"]["iqn"]:
+            tgtd_daemon.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", line.split()[1].rstrip(":"))
+    assert vol["export"]["iqn"] not in tgtd_daemon.targets()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    srv.start()
+    assert notify.recv(256) == b"READY=1"
+    # what the service said at READY is what it does now (start() waited for /healthz anyway,
+    # so check the export, which start() does not)
+    assert vol["export"]["iqn"] in tgtd_daemon.targets()
+    assert srv.client().get("/healthz").status_code == 200
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    notify.close()
+    assert t.delete("/api/v1/volumes/vm-102-disk-0").status_code == 204

@@ -73,6 +73,25 @@ def setup_logging(cfg: dict) -> None:
         access.addFilter(DropQueryString())
 
 
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave one.
+
+    The unit is Type=notify so that "started" means serving: the start-up reconcile has exported
+    every volume and the API listens. A cluster manager orders the floating addresses after the
+    service's start; they must not come up in front of a head that cannot answer yet."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):  # abstract namespace
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd (%s): %s", state, exc)
+
+
 def build(cfg: dict) -> tuple[Service, Reconciler]:
     """Store (migrated), target driver, service with the configured pools and service types."""
     box = SecretBox.from_file(cfg["secret_key_file"])
@@ -136,15 +155,28 @@ def main(argv=None) -> int:
     app = create_app(service, metrics_public=bool(cfg["metrics_public"]))
     log.info("listening on %s:%d (%s)", cfg["host"], cfg["port"], "https" if cfg["tls_cert"] else "http")
     limits = cfg["http_limits"]
+
+    class ReadyServer(uvicorn.Server):
+        """Tells systemd READY=1 once the sockets listen (after the start-up reconcile above)."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                notify_systemd("READY=1")
+
+    server = ReadyServer(uvicorn.Config(
+        app, host=cfg["host"], port=cfg["port"], ssl_certfile=cfg["tls_cert"], ssl_keyfile=cfg["tls_key"],
+        log_config=None, access_log=bool(cfg["access_log"]), timeout_graceful_shutdown=10,
+        http=protocol(limits), limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keepalive_timeout))
     try:
-        uvicorn.run(app, host=cfg["host"], port=cfg["port"], ssl_certfile=cfg["tls_cert"], ssl_keyfile=cfg["tls_key"],
-                    log_config=None, access_log=bool(cfg["access_log"]), timeout_graceful_shutdown=10,
-                    http=protocol(limits), limit_concurrency=limits.max_connections,
-                    timeout_keep_alive=limits.keepalive_timeout)
+        server.run()
     finally:
         reconciler.stop()
         service.close()
         service.store.close()
+    if not server.started:  # e.g. the address is taken: uvicorn logged why
+        return 3
     return 0
 
 
