@@ -9,12 +9,14 @@ step() { printf '\n== %s\n' "$*"; }
 
 # Debian packages: the lab (podman/runc/debootstrap), the real tools the tests drive
 # (tgt, libiscsi, QEMU's iSCSI client, stunnel, open-iscsi, multipath-tools, XFS, PostgreSQL,
-# strongSwan, tshark) and the Perl the Proxmox plugin tests need.
+# strongSwan, tshark, and Pacemaker's cibadmin/crm_diff/crm_verify from pacemaker-cli-utils,
+# which the pacemaker_cib integration target runs on CIB files, no cluster started) and the Perl
+# the Proxmox plugin tests need.
 packages=(
     shellcheck podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 make git
     tgt libiscsi-bin libnbd-bin qemu-utils qemu-block-extra stunnel4 open-iscsi multipath-tools
     xfsprogs btrfs-progs sqlite3 postgresql tshark strongswan-swanctl charon-systemd
-    openssl perl libjson-pp-perl
+    pacemaker-cli-utils openssl perl libjson-pp-perl
 )
 step "Debian packages"
 missing=()
@@ -31,7 +33,7 @@ else
     echo "all ${#packages[@]} present"
 fi
 # The distribution's units would hold ports and state the tests manage themselves.
-for unit in tgt.service iscsid.service iscsid.socket multipathd.service multipathd.socket; do
+for unit in tgt.service iscsid.service iscsid.socket multipathd.service multipathd.socket corosync.service pacemaker.service; do
     systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
 
