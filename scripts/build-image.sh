@@ -14,19 +14,34 @@ if podman image exists "$image"; then
     exit 0
 fi
 
-packages=$(grep -v '^#' lab/image-packages.txt | grep -v '^$' | paste -sd, -)
+mapfile -t packages < <(grep -v '^#' lab/image-packages.txt | grep -v '^$')
 rootfs=$(mktemp -d /var/tmp/pvesan-rootfs.XXXXXX)
-trap 'rm -rf "$rootfs"' EXIT
+cleanup() {
+    umount "$rootfs/proc" 2>/dev/null || true
+    rm -rf "$rootfs" "$rootfs.log"
+}
+trap cleanup EXIT
 echo "building lab image $image with debootstrap (takes a few minutes once)"
-debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" http://deb.debian.org/debian >"$rootfs.log" 2>&1 \
-    || { tail -30 "$rootfs.log"; exit 1; }
-rm -f "$rootfs.log"
+# debootstrap only makes a base system: its own dependency resolver fails on big package sets
+# (the cluster stack pulls ruby and python3-cryptography). apt installs the list in the chroot.
+debootstrap --variant=minbase --include=python3,systemd,systemd-sysv,dbus bookworm "$rootfs" \
+    http://deb.debian.org/debian >"$rootfs.log" 2>&1 || { tail -30 "$rootfs.log"; exit 1; }
+mount -t proc proc "$rootfs/proc"
+# no daemon may start inside the chroot while packages install
+printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+{ chroot "$rootfs" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq --no-install-recommends "${packages[@]}"
+} >"$rootfs.log" 2>&1 || { tail -30 "$rootfs.log"; exit 1; }
+rm -f "$rootfs/usr/sbin/policy-rc.d"
+umount "$rootfs/proc"
 # Container-friendly systemd: no getty, no udev settle waits, no kernel-only units.
 chroot "$rootfs" systemctl mask getty.target systemd-udevd.service systemd-udev-trigger.service \
     systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount >/dev/null 2>&1 || true
 # Services are enabled by the roles, not by package post-install defaults.
 chroot "$rootfs" systemctl disable tgt.service iscsid.socket iscsid.service open-iscsi.service \
-    multipathd.service multipathd.socket stunnel4.service strongswan.service >/dev/null 2>&1 || true
+    multipathd.service multipathd.socket stunnel4.service strongswan.service \
+    corosync.service pacemaker.service pcsd.service >/dev/null 2>&1 || true
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
 echo 'deb http://deb.debian.org/debian bookworm main' >"$rootfs/etc/apt/sources.list"
 tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
