@@ -22,6 +22,7 @@ __metaclass__ = type  # pylint: disable=invalid-name
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote, urlencode, urlsplit
@@ -67,6 +68,11 @@ class ApiError(Exception):
         self.status = status
 
 
+class Unreachable(ApiError):
+    """The request never reached the service (refused, no route, no connection in time): safe to
+    send again, whatever its method. An HA pair's API is like this while it fails over."""
+
+
 def urllib_transport(ssl_context=None):
     """A transport on the standard library: ``send(method, url, headers, body, timeout)`` returns
     ``(status, body bytes, location header)``; redirects are not followed (urllib would send the
@@ -88,7 +94,11 @@ def urllib_transport(ssl_context=None):
                 resp.close()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), exc.headers.get('Location')
-        except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+        except urllib.error.URLError as exc:
+            # urllib wraps only what fails while connecting and sending; the request was never
+            # whole at the service (errors while waiting for the answer are not URLError)
+            raise Unreachable('cannot reach %s: %s' % (url.split('/api/')[0], exc.reason))
+        except (OSError, ssl.SSLError) as exc:
             raise ApiError('cannot reach %s: %s' % (url.split('/api/')[0], getattr(exc, 'reason', exc)))
     return send
 
@@ -111,7 +121,7 @@ class PvesanClient:
     """One service endpoint with one bearer token; ``tenant`` names the tenant an admin token acts on
     (kept as ``acting_tenant``: ``tenant()`` is the call that shows one)."""
 
-    def __init__(self, api_url, token, transport=None, tenant=None, timeout=30, insecure_http=False):
+    def __init__(self, api_url, token, transport=None, tenant=None, timeout=30, insecure_http=False, retry_for=0):
         scheme = urlsplit(api_url).scheme
         if scheme != 'https' and not (scheme == 'http' and insecure_http):
             raise ApiError('refusing to send the API token to %s: use an https:// URL (plain http:// only when '
@@ -121,6 +131,8 @@ class PvesanClient:
         self.transport = transport or urllib_transport()
         self.acting_tenant = tenant
         self.timeout = timeout
+        # seconds to keep trying a service that cannot be reached (an HA pair failing over)
+        self.retry_for = retry_for
 
     def request(self, method, path, body=None, query=None, tenant_scoped=False, timeout=None):
         """One call; the decoded JSON answer (None for answers without a body)."""
@@ -135,7 +147,15 @@ class PvesanClient:
         if body is not None:
             data = json.dumps(body).encode('utf-8')
             headers['Content-Type'] = 'application/json'
-        status, raw, location = self.transport(method, url, headers, data, timeout or self.timeout)
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                status, raw, location = self.transport(method, url, headers, data, timeout or self.timeout)
+                break
+            except Unreachable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if not 200 <= status < 300:
             raise ApiError(_detail(status, raw, location), status)
         return json.loads(raw) if raw else None

@@ -2,9 +2,11 @@
 XFS, and QEMU's libiscsi initiator (qemu-io) / libiscsi-bin tools reading and writing the data."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -324,3 +326,24 @@ def test_systemd_ready_only_when_exported_and_listening(srv, tenant, tgtd_daemon
     monkeypatch.delenv("NOTIFY_SOCKET")
     notify.close()
     assert t.delete("/api/v1/volumes/vm-102-disk-0").status_code == 204
+
+
+def test_cli_rides_out_an_api_failover(server_factory):
+    """While an HA pair fails over, nothing listens on the API address: with --retry-for the CLI
+    (which the Proxmox plugin runs) keeps trying and succeeds once the service is up; without it,
+    it fails at once with the reason. Only requests that never reached the service are repeated."""
+    import time
+    srv = server_factory()
+    env = dict(os.environ, PVESAN_API_URL=srv.url, PVESAN_TOKEN=ADMIN_TOKEN, PVESAN_CA=srv.cert, PVESAN_CONFIG="/dev/null")
+    argv = [sys.executable, "-m", "pvesan_service.cli", "--json"]
+    quick = subprocess.run(argv + ["tenant", "list"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert quick.returncode != 0 and "cannot reach" in quick.stderr + quick.stdout
+    waiting = subprocess.Popen(argv + ["--retry-for", "60", "tenant", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2)
+    assert waiting.poll() is None, "gave up before the service came up"
+    srv.start()
+    out, err = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0, err
+    assert isinstance(json.loads(out), list)
+    srv.stop()

@@ -54,6 +54,10 @@ our $INITIATOR_NAME_FILE = '/etc/iscsi/initiatorname.iscsi';
 our $STATUS_CACHE_DIR = '/run/pvesan';
 our $STATUS_TTL = 5;      # seconds; pvestatd asks every 10 s, so each of its runs gets fresh numbers
 our $CLI_TIMEOUT = 45;    # cluster storage lock work is killed after 60 s
+# Seconds the CLI keeps retrying an API it cannot reach: a storage HA pair's API moves to the other
+# head within this (docs/performance.md, "Storage HA"). Not for `status`: pvestatd asks every 10 s
+# and must not wait on one storage; a miss there only greys the storage out for a moment.
+our $CLI_RETRY_FOR = 30;
 our $LOGGER = sub { my ($msg) = @_; openlog('pvesan', 'pid', 'daemon'); syslog('info', '%s', $msg); };
 
 # Keys whose values never reach a log line.
@@ -226,6 +230,7 @@ sub _cli {
     local $ENV{PVESAN_TOKEN} = _read_token($storeid);
     local $ENV{PVESAN_SSL_VERIFY} = (!defined($scfg->{ssl_verify_peer}) || $scfg->{ssl_verify_peer}) ? '1' : '0';
     local $ENV{PVESAN_CONFIG} = '/dev/null';    # only this storage's settings apply
+    local $ENV{PVESAN_RETRY_FOR} = ($args[0] // '') eq 'status' ? 0 : $CLI_RETRY_FOR;
 
     my @cmd = ($PVESAN_CLI, '--json', @args);
     _log_call('exec', join(' ', @cmd));

@@ -3,7 +3,7 @@
 Standard library only (starts fast: the Proxmox plugin runs it for every storage call).
 Settings, strongest first: command-line flags, environment (PVESAN_API_URL, PVESAN_TOKEN,
 PVESAN_TOKEN_FILE, PVESAN_CA, PVESAN_SSL_VERIFY, PVESAN_INSECURE_HTTP, PVESAN_TENANT,
-PVESAN_TIMEOUT), then a TOML file (--config, PVESAN_CONFIG, ~/.config/pvesan/client.toml or
+PVESAN_TIMEOUT, PVESAN_RETRY_FOR), then a TOML file (--config, PVESAN_CONFIG, ~/.config/pvesan/client.toml or
 /etc/pvesan/client.toml) with the keys api_url, token, token_file, ca, ssl_verify, insecure_http,
 tenant, timeout.  The calls themselves are the shared API client's (shared/_pvesan_client.py).
 
@@ -26,7 +26,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_
 DEFAULT_CONFIGS = ("~/.config/pvesan/client.toml", "/etc/pvesan/client.toml")
 ENV = {"api_url": "PVESAN_API_URL", "token": "PVESAN_TOKEN", "token_file": "PVESAN_TOKEN_FILE", "ca": "PVESAN_CA",
        "ssl_verify": "PVESAN_SSL_VERIFY", "tenant": "PVESAN_TENANT", "timeout": "PVESAN_TIMEOUT",
-       "insecure_http": "PVESAN_INSECURE_HTTP"}
+       "insecure_http": "PVESAN_INSECURE_HTTP", "retry_for": "PVESAN_RETRY_FOR"}
 
 
 class CliError(Exception):
@@ -48,7 +48,7 @@ def _bool(value) -> bool:
 
 def load_settings(args) -> dict:
     settings = {"api_url": None, "token": None, "token_file": None, "ca": None, "ssl_verify": True, "tenant": None,
-                "timeout": 30, "insecure_http": False}
+                "timeout": 30, "insecure_http": False, "retry_for": 0}
     path = args.config or os.environ.get("PVESAN_CONFIG")
     if not path:
         path = next((os.path.expanduser(p) for p in DEFAULT_CONFIGS if os.path.exists(os.path.expanduser(p))), None)
@@ -68,7 +68,7 @@ def load_settings(args) -> dict:
     for key, env in ENV.items():
         if os.environ.get(env):
             settings[key] = os.environ[env]
-    for key in ("api_url", "token_file", "ca", "tenant", "timeout"):
+    for key in ("api_url", "token_file", "ca", "tenant", "timeout", "retry_for"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     if args.insecure:
@@ -87,10 +87,11 @@ def load_settings(args) -> dict:
         raise CliError("no API URL: set --api-url, PVESAN_API_URL or api_url in the config file", EXIT_USAGE)
     if not settings["token"]:
         raise CliError("no token: set PVESAN_TOKEN, --token-file or token/token_file in the config file", EXIT_USAGE)
-    try:
-        settings["timeout"] = float(settings["timeout"])
-    except ValueError:
-        raise CliError("timeout must be a number of seconds", EXIT_USAGE) from None
+    for key in ("timeout", "retry_for"):
+        try:
+            settings[key] = float(settings[key])
+        except ValueError:
+            raise CliError("%s must be a number of seconds" % key, EXIT_USAGE) from None
     return settings
 
 
@@ -103,7 +104,8 @@ def make_client(settings: dict) -> PvesanClient:
             ctx = ssl._create_unverified_context()  # noqa: S323  (asked for with ssl_verify 0)
     try:
         return PvesanClient(settings["api_url"], settings["token"], transport=urllib_transport(ctx), tenant=settings["tenant"],
-                            timeout=settings["timeout"], insecure_http=settings["insecure_http"])
+                            timeout=settings["timeout"], insecure_http=settings["insecure_http"],
+                            retry_for=settings["retry_for"])
     except ApiError as exc:  # checked before anything is sent: the token never travels in clear by mistake
         raise CliError(exc.message + " (--insecure-http)", EXIT_USAGE) from None
 
@@ -289,6 +291,8 @@ def parser() -> argparse.ArgumentParser:
                     help="allow a plain http:// API URL (sends the token in clear: labs only)")
     ap.add_argument("--tenant", help="tenant to act on (admin tokens)")
     ap.add_argument("--timeout", type=float, help="seconds per request (default 30)")
+    ap.add_argument("--retry-for", dest="retry_for", type=float,
+                    help="seconds to keep retrying while the service cannot be reached, e.g. an HA pair failing over (default 0)")
     sub = ap.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def chap_opts(p, rotate=False):
