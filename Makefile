@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
+.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule changelog lab lab-destroy lab-ha bench-ha bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ lab: ## bring up the lab, converge playbooks/site.yml, run the smoke test and ve
 
 lab-destroy: ## remove the lab's containers and networks
 	bash scripts/lab.sh destroy
+
+lab-ha: ## bring up the HA lab (two storage heads under Pacemaker, one Proxmox-like node) and converge it; leaves it up
+	bash scripts/lab.sh up-ha
+
+bench-ha: ## failover drills on the HA lab, ten of each kind, figures for docs/performance.md (runs make lab-ha first)
+	bash scripts/lab.sh up-ha && source scripts/env.sh && python3 bench/ha_failover.py --rounds $${ROUNDS:-10} --json .cache/ha-failover.json
 
 kernel-vm: ## build the cached kernel VM image (Debian kernel + ZFS + LVM + open-iscsi under qemu TCG); optional
 	bash scripts/kernel-vm.sh build

@@ -19,11 +19,18 @@ up)
     podman ps --filter label=project=pvesan-lab --format '  {{.Names}}  {{.Status}}'
     echo "  enter a host: podman exec -it pve1 bash     remove it: make lab-destroy"
     ;;
+up-ha)
+    echo "== HA lab: create ha-storage1, ha-storage2, ha-pve1 and converge playbooks/site.yml (pvesan_storage_ha)"
+    molecule converge --scenario-name ha
+    podman exec ha-storage1 crm_mon --one-shot
+    echo "  drills: python3 bench/ha_failover.py --rounds 1     remove it: make lab-destroy"
+    ;;
 destroy)
     molecule destroy --scenario-name default
+    molecule destroy --scenario-name ha
     ;;
 *)
-    echo "usage: $0 up|destroy" >&2
+    echo "usage: $0 up|up-ha|destroy" >&2
     exit 2
     ;;
 esac
