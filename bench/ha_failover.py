@@ -124,7 +124,7 @@ class Lab:
         return active, online, failures, fenced
 
     def healthy(self):
-        active, online, failures, _ = self.status()
+        active, online, failures, _fenced = self.status()
         return active if active and sorted(online) == sorted(self.heads) and not failures else None
 
     def san_interface(self, head):
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     lab.first_active = wait_for("a healthy pair", lab.healthy, timeout=300)
     kinds = args.kinds.split(",")
     rows, failed, number = [], 0, 0
-    for _ in range(args.rounds):
+    for _round in range(args.rounds):
         for kind in kinds:
             number += 1
             try:

@@ -161,8 +161,8 @@ class QemuIo:
             if not chunk:
                 self.proc.wait()
                 self._err_thread.join(timeout=2)
-                raise QemuIoError("qemu-io exited with status %s: %s" % (self.proc.returncode,
-                                                                          " | ".join(self.stderr_tail[-5:])))
+                tail = " | ".join(self.stderr_tail[-5:])
+                raise QemuIoError("qemu-io exited with status %s: %s" % (self.proc.returncode, tail))
             self._buf += chunk
         out, self._buf = self._buf.split(PROMPT, 1)
         return out.decode(errors="replace").strip("\n")

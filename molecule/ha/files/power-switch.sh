@@ -57,7 +57,7 @@ CONF
     ;;
 stop)
     for p in stunnel podman; do
-        [[ -f $dir/$p.pid ]] && kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
+        if [[ -f $dir/$p.pid ]]; then kill "$(cat "$dir/$p.pid")" 2>/dev/null || true; fi
     done
     rm -rf "$dir"
     ;;
