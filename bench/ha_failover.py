@@ -15,10 +15,11 @@ flow again, then checks what a guest and an operator would check:
 - fenced: whether the old head was powered off by the cluster (it must be when it died).
 
 Kinds: ``switchover`` (planned move with crm_resource, then cleared; the baseline),
-``failback`` (a switchover back to the head that ran the services first), ``service-kill``
+``failback`` (a switchover back to the head the previous drill moved away from), ``service-kill``
 (kill -9 of pvesan-service), ``tgtd-kill`` (kill -9 of tgtd), ``network-cut`` (the storage
-network the writer uses goes down on the active head) and ``head-kill`` (``podman kill`` of the
-active head: it is fenced, rebooted by the fence agent and rejoins).
+network the writer uses goes down on the active head), ``head-kill`` (``podman kill`` of the
+active head: it is fenced, and the drill starts it again as its operator would) and ``standby``
+(the active head taken out for maintenance with Pacemaker's standby, and back).
 
     python3 bench/ha_failover.py --rounds 10            # the figures for docs/performance.md
     python3 bench/ha_failover.py --rounds 1 --check     # molecule's side_effect (make test)
@@ -40,7 +41,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ha_iowriter  # noqa: E402  (the writer's log format and analysis)
 
-KINDS = ["switchover", "service-kill", "tgtd-kill", "network-cut", "head-kill", "failback"]
+KINDS = ["switchover", "service-kill", "tgtd-kill", "network-cut", "head-kill", "failback", "standby"]
 GROUP = "pvesan-service"
 WRITER = "/usr/local/lib/pvesan-bench/ha_iowriter.py"
 SECRET = "/run/pvesan-drill.secret"
@@ -181,6 +182,9 @@ def inject(lab, kind, active, peer):
     if kind in ("switchover", "failback"):
         lab.crm("crm_resource", "--move", "--resource", GROUP, "--node", peer)
         return lambda: lab.crm("crm_resource", "--clear", "--resource", GROUP)
+    if kind == "standby":
+        lab.crm("crm_attribute", "--type", "nodes", "--node", active, "--name", "standby", "--update", "on")
+        return lambda: lab.crm("crm_attribute", "--type", "nodes", "--node", active, "--name", "standby", "--update", "off")
     if kind == "service-kill":
         on(active, "systemctl", "kill", "--signal=KILL", "pvesan-service.service")
     elif kind == "tgtd-kill":
@@ -198,8 +202,6 @@ def inject(lab, kind, active, peer):
 
 def drill(lab, kind, number):
     active = wait_for("a healthy pair", lab.healthy, timeout=300)
-    if kind == "failback" and active == lab.first_active:
-        raise DrillError("failback: the services already run on %s" % active)
     peer = next(h for h in lab.heads if h != active)
     fenced_before = lab.status()[3]
     log = "/var/tmp/pvesan-drill-%d.log" % number
@@ -251,7 +253,7 @@ def check(row):
         bad.append("%s acknowledged writes lost" % row["lost"])
     if row["recovery_s"] is None:
         bad.append("writes did not resume")
-    if row["kind"] in ("switchover", "failback") and row["errors"]:
+    if row["kind"] in ("switchover", "failback", "standby") and row["errors"]:
         bad.append("%s write errors in a planned switchover" % row["errors"])
     if row["kind"] == "head-kill" and not row["fenced"]:
         bad.append("the dead head was not fenced")
@@ -272,7 +274,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     lab = Lab(args.heads.split(","), args.node, args.network)
     lab.prepare_volume()
-    lab.first_active = wait_for("a healthy pair", lab.healthy, timeout=300)
+    wait_for("a healthy pair", lab.healthy, timeout=300)
     kinds = args.kinds.split(",")
     rows, failed, number = [], 0, 0
     for _round in range(args.rounds):
