@@ -54,7 +54,10 @@ class DrillError(Exception):
 
 
 def podman(*args, check=True, timeout=120, stdin=None):
-    r = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
+    try:
+        r = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
+    except subprocess.TimeoutExpired:
+        raise DrillError("podman %s: no answer in %ds" % (" ".join(args[:4]), timeout)) from None
     if check and r.returncode != 0:
         raise DrillError("podman %s: %s" % (" ".join(args[:4]), (r.stderr or r.stdout).strip()[-500:]))
     return r
