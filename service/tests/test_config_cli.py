@@ -100,3 +100,21 @@ def test_cli_usage_errors_are_json_with_exit_2(tmp_path, monkeypatch):
     r = subprocess.run([sys.executable, "-m", "pvesan_service.cli", "--json", "health"], capture_output=True, text=True,
                        env=env, timeout=60, check=False)
     assert r.returncode == 2 and "no API URL" in json.loads(r.stdout)["error"]["message"]
+
+
+def test_target_write_through(tmp_path):
+    """target: {driver: tgt, write_through: true} reaches the driver (as server.build passes it);
+    anything but a boolean is refused with the setting's name."""
+    from pvesan_service.targets import make_target_driver
+    path = tmp_path / "s.yaml"
+    path.write_text("insecure_http: true\ntarget: {driver: tgt, write_through: true}\n")
+    options = dict(config.load(str(path))["target"])
+    driver = make_target_driver(options.pop("driver"), **options)
+    assert driver.write_through is True and driver.bsoflags == "sync"
+    path.write_text("insecure_http: true\ntarget: {driver: lio, write_through: false}\n")
+    options = dict(config.load(str(path))["target"])
+    assert make_target_driver(options.pop("driver"), **options).write_through is False
+    for value in ('"yes"', "1", '"true"', "null"):
+        path.write_text("insecure_http: true\ntarget: {driver: tgt, write_through: %s}\n" % value)
+        with pytest.raises(config.ConfigError, match="target.write_through must be true or false"):
+            config.load(str(path))

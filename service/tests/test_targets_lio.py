@@ -117,3 +117,37 @@ def test_acl_mode_hides_the_target_from_other_initiators_in_discovery(lio, vol):
     lio.export(Export(iqn=iqn, lun=1, backing_path=vol, serial="vdisc", initiators=ANY))
     assert tpg.get_attribute("demo_mode_discovery") == "1" and tpg.get_attribute("generate_node_acls") == "1"
     assert lio.acl_problem(["10.0.0.1"]) and not lio.acl_problem(["iqn.2026-11.io.example:pve1", "ALL"])
+
+
+def test_write_through_fileio_is_not_write_back(monkeypatch, tmp_path, vol):
+    """write_through: fileio storage objects with write_back=False (LIO then opens the file O_DSYNC).
+    A live LUN keeps the mode it was created with (LIO fixes it at creation: changing it means a new
+    storage object under the session); a resize, which creates the object again, takes the configured one."""
+    fake_rtslib.install(monkeypatch)
+    configfs = tmp_path / "configfs"
+    configfs.mkdir()
+
+    def driver(write_through):
+        return make_target_driver("lio", iqn_prefix=PREFIX, configfs=str(configfs), write_through=write_through)
+
+    def storage_object():
+        (so,) = fake_rtslib.STATE["storage"].values()
+        return so
+
+    exp = Export(initiators=ANY, iqn=PREFIX + "v-wt", lun=1, backing_path=vol, serial="vwt")
+    driver(False).export(exp)
+    assert storage_object().write_back is True  # LIO's default, as before
+    live = storage_object()
+    driver(True).export(exp)  # the setting turned on, the service restarted: the live LUN is left alone
+    assert storage_object() is live and live.write_back is True
+    driver(True).refresh_size(PREFIX + "v-wt")
+    assert storage_object() is not live and storage_object().write_back is False
+    driver(True).unexport(PREFIX + "v-wt")
+
+    driver(True).export(exp)
+    assert storage_object().write_back is False
+    driver(True).refresh_size(PREFIX + "v-wt")  # stays write-through
+    assert storage_object().write_back is False and storage_object().wwn == "vwt"
+    assert driver(True).list_exports()[PREFIX + "v-wt"].serial == "vwt"
+    with pytest.raises(TargetError, match="write_through must be true or false"):
+        make_target_driver("lio", write_through=1)

@@ -92,6 +92,11 @@ def load(path: str | None) -> dict[str, Any]:
         raise ConfigError("admin_token is too short: use at least 24 random characters")
     if not isinstance(cfg["target"], dict) or "driver" not in cfg["target"]:
         raise ConfigError("target must be a mapping with a driver (tgt or lio)")
+    # the other keys of target are the driver's options (targets.make_target_driver checks them)
+    write_through = cfg["target"].get("write_through", False)
+    if not isinstance(write_through, bool):
+        raise ConfigError("target.write_through must be true or false (got %r): true makes the target acknowledge "
+                          "a write only once it is on the disk, as the heads of an HA pair need" % (write_through,))
     cfg["http_limits"] = _http_limits(cfg["http"])
     alarms = cfg["pool_alarms"]
     if not isinstance(alarms, list) or len(alarms) != 2 or not all(

@@ -376,9 +376,10 @@ def remove_target(iqn):
     return ["target %s deleted" % iqn]
 
 
-def refresh_lun(iqn, lun_number=DATA_LUN):
+def refresh_lun(iqn, lun_number=DATA_LUN, write_cache=None):
     """LIO's fileio backstore fixes its size when created: re-create the LUN and its storage
-    object with the same settings so initiators see the grown file."""
+    object with the same settings so initiators see the grown file.  ``write_cache`` (True/False)
+    sets the write-back mode of the new fileio object (None: the one it had)."""
     rts = rtslib()
     current = read_target(iqn)
     if current is None:
@@ -387,6 +388,9 @@ def refresh_lun(iqn, lun_number=DATA_LUN):
     lun = [lu for lu in current["luns"] if lu["lun"] == lun_number]
     if not lun:
         raise LioError("target %s has no LUN %s" % (iqn, lun_number))
+    if write_cache is not None:
+        want["luns"] = [dict(lu, write_cache=bool(write_cache)) if lu["lun"] == lun_number else lu
+                        for lu in current["luns"]]
     target = _lookup(rts, iqn)
     for l_obj in list(_tpg_of(target).luns):
         if l_obj.lun == lun_number:

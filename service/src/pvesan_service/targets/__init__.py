@@ -15,9 +15,16 @@ def make_target_driver(kind: str, **options) -> TargetDriver:
 
     - ``tgt``: ``control_port=`` (tgtadm ``-C``, default 0), ``bstype=`` (``rdwr`` default, or ``aio``),
       ``bsoflags=`` (e.g. ``direct``), ``portals=`` (list of ``ip:port`` to report; informational),
-      ``management=`` (``socket``, the default: requests on tgtd's management socket, or ``tgtadm``)
+      ``management=`` (``socket``, the default: requests on tgtd's management socket, or ``tgtadm``),
+      ``write_through=`` (bool, default False: LUNs get the backing-store flag ``sync``, O_SYNC, so every
+      acknowledged write is on the disk; needs ``bstype`` ``rdwr``)
     - ``lio``: ``portals=`` (list of ``ip:port``, default ``0.0.0.0:3260``), ``configfs=`` (LIO's configfs
-      directory); files get a fileio backstore, block devices a block one
+      directory), ``write_through=`` (bool, default False: fileio storage objects with ``write_back=False``);
+      files get a fileio backstore, block devices a block one
+
+    ``write_through`` is for the heads of an HA pair (a dead head must not take acknowledged writes with
+    it).  Both targets fix it when a LUN is created: a change applies to LUNs created from then on and
+    to those created again (resize, target restart, HA switchover or failover), not to live ones.
     """
     if kind == "tgt":
         driver = TgtDriver

@@ -8,6 +8,15 @@ directory, so an export costs the same with 5 or 5,000 targets.  The volume is L
 Tested against a fake rtslib on every ``make test`` (service/tests/test_targets_lio.py) and against
 a real kernel target with the kernel initiator in the kernel VM (test_targets_lio_kernel.py,
 ``make kernel-vm-lio``): this build host's kernel has no LIO.
+
+``write_through`` (the heads of an HA pair): files get fileio storage objects with
+``write_back=False`` (the kernel opens them O_DSYNC, so LIO completes a write once it and the block
+allocation behind it are on the disk; write-back fileio acknowledges from the head's page cache,
+which dies with the head).  Block devices need nothing: the block backstore submits to the device,
+whose cache is the shared disk's own and is flushed by the guest's SYNCHRONIZE CACHE.  LIO fixes the
+mode when a storage object is created, so, as with tgt, a change applies to LUNs created from then
+on and to those created again (a resize, a reboot, a switchover or failover of an HA pair); live
+LUNs keep theirs.
 """
 from __future__ import annotations
 
@@ -26,7 +35,11 @@ class LioDriver(TargetDriver):
 
     kind = "lio"
 
-    def __init__(self, portals: Optional[list[str]] = None, iqn_prefix: Optional[str] = None, configfs: str = CONFIGFS_TARGET):
+    def __init__(self, portals: Optional[list[str]] = None, iqn_prefix: Optional[str] = None, configfs: str = CONFIGFS_TARGET,
+                 write_through: bool = False):
+        if not isinstance(write_through, bool):
+            raise TargetError("lio write_through must be true or false, not %r" % (write_through,))
+        self.write_through = write_through
         self.portals = list(portals or ["0.0.0.0:3260"])
         self.iqn_prefix = iqn_prefix or ""
         self.configfs = configfs
@@ -49,7 +62,8 @@ class LioDriver(TargetDriver):
                 mutual = {"user": export.chap.mutual_user, "password": export.chap.mutual_password}
         return {"iqn": export.iqn, "luns": [{"lun": export.lun, "path": export.backing_path, "serial": export.serial,
                                              "readonly": export.readonly, "block_size": export.block_size,
-                                             "thin_provisioning": export.thin}],
+                                             "thin_provisioning": export.thin,
+                                             "write_cache": not self.write_through}],  # fileio write_back
                 "initiators": [i for i in export.initiators if i != ALL_INITIATORS],
                 "any_initiator": ALL_INITIATORS in export.initiators, "chap": chap, "mutual_chap": mutual, "portals": self.portals}
 
@@ -85,7 +99,8 @@ class LioDriver(TargetDriver):
         return result
 
     def refresh_size(self, iqn: str) -> None:
-        self._call("size refresh of %s" % iqn, liolib.refresh_lun, iqn, DATA_LUN)
+        # the storage object is created again, so in the configured mode
+        self._call("size refresh of %s" % iqn, liolib.refresh_lun, iqn, DATA_LUN, not self.write_through)
 
     def alive(self) -> bool:
         if not os.path.isdir(self.configfs):

@@ -13,6 +13,22 @@ pool it gave 2-3x the 4k write IOPS of ``aio`` (O_DIRECT native AIO) here.  ``rd
 for thousands of volumes (16 x 2,000 LUNs exhausted the 32,768 pids here: tgtd said "out of
 memory").  ``aio`` adds no thread but takes 128 of the kernel's ``fs.aio-max-nr`` (65536 by
 default, so 512 LUNs) per LUN.
+
+``write_through`` (the heads of an HA pair): LUNs are opened with tgt's backing-store flag
+``sync`` (O_SYNC), so tgtd acknowledges a write only once it is on the disk.  ``rdwr`` without it
+acknowledges from the head's page cache: when a head dies (power, panic) the writes it acknowledged
+but the guest never flushed are lost, while the guest runs on at the other head believing them
+written.  O_SYNC, not O_DIRECT: on a file pool a volume is a sparse file, and a write into a hole
+allocates a block whose extent record lives in the filesystem's journal; O_DIRECT skips the page
+cache but leaves that allocation (and the disk's volatile cache) unflushed until an fsync, O_SYNC
+flushes both before the write completes.  A configured ``bsoflags: direct`` is kept (``sync:direct``).
+tgt's ``aio`` backing store takes no flags (it always opens O_DIRECT), so it cannot be write-through.
+
+tgt cannot change the flags of a LUN in place, and re-creating a LUN under a live session fails
+the guest's in-flight I/O, so a LUN keeps the flags it was created with: a changed setting applies
+to LUNs created from then on and to every LUN created again (a resize, a tgtd restart, a switchover
+or failover of an HA pair, where the new head's fresh tgtd creates them all).  Until then the
+driver logs once per tgtd instance that LUNs differ from the configuration.
 """
 from __future__ import annotations
 
@@ -27,6 +43,29 @@ from .base import ALL_INITIATORS, DATA_LUN, Chap, Export, TargetDriver, TargetEr
 
 log = logging.getLogger(__name__)
 
+# tgt's backing-store flags, in the order tgtd prints them ("sync:direct"); several are joined by
+# ":" (tgt's str_to_open_flags compares prefixes only, so "sync,direct" would silently be "sync").
+BSOFLAGS = ("sync", "direct")
+
+
+def _bsoflags(text: Optional[str], write_through: bool, bstype: str) -> Optional[str]:
+    """The flags LUNs are created with, in tgt's own spelling (None: none)."""
+    if text is not None and not isinstance(text, str):
+        raise TargetError("tgt bsoflags must be a string such as direct or sync:direct, not %r" % (text,))
+    flags = [f.strip() for f in (text or "").split(":") if f.strip()]
+    unknown = [f for f in flags if f not in BSOFLAGS]
+    if unknown:
+        raise TargetError("tgt bsoflags are sync and/or direct, joined by ':' (e.g. sync:direct), not %r" % (text,))
+    if write_through:
+        flags.append("sync")
+    if flags and bstype != "rdwr":
+        if write_through:
+            raise TargetError("tgt write_through needs bstype rdwr: the %s backing store takes no bsoflags (it opens "
+                              "O_DIRECT, which does not make block allocations durable), so it cannot be write-through"
+                              % bstype)
+        raise TargetError("tgt's %s backing store takes no bsoflags (%s): use bstype rdwr" % (bstype, text))
+    return ":".join(f for f in BSOFLAGS if f in flags) or None
+
 
 class TgtDriver(TargetDriver):
     """Exports volumes through tgtd (control port ``-C <control_port>``)."""
@@ -36,9 +75,11 @@ class TgtDriver(TargetDriver):
     def __init__(self, control_port: int = 0, bstype: str = "rdwr", bsoflags: Optional[str] = None,
                  portals: Optional[list[str]] = None, iqn_prefix: Optional[str] = None,
                  vendor: str = "PVESAN", product: str = "volume", tgtadm_path: str = "tgtadm",
-                 management: str = "socket", run: Optional[Callable] = None):
+                 management: str = "socket", write_through: bool = False, run: Optional[Callable] = None):
         if bstype not in ("rdwr", "aio"):
             raise TargetError("tgt bstype must be rdwr or aio, not %r" % (bstype,))
+        if not isinstance(write_through, bool):
+            raise TargetError("tgt write_through must be true or false, not %r" % (write_through,))
         if management not in ("socket", "tgtadm"):
             raise TargetError("tgt management must be socket or tgtadm, not %r" % (management,))
         # "socket": the tgtadm requests are sent to tgtd's management socket by the service itself
@@ -48,7 +89,9 @@ class TgtDriver(TargetDriver):
         self.tgt = self.command
         self.management = management if run is None else "tgtadm"
         self.bstype = bstype
-        self.bsoflags = bsoflags
+        self.write_through = write_through
+        self.bsoflags = _bsoflags(bsoflags, write_through, bstype)  # normalised: tgtd shows them so
+        self._flags_warned = False  # once per tgtd instance: LUNs whose flags differ from bsoflags
         self.portals = list(portals or [])
         self.iqn_prefix = iqn_prefix or ""
         self.vendor = vendor
@@ -74,6 +117,7 @@ class TgtDriver(TargetDriver):
             raise TargetError("cannot read tgtd targets: %s" % exc) from exc
         if identity != self._identity:
             self._passwords = {}
+            self._flags_warned = False
         self._identity, self._targets = identity, targets
         self._next_tid = tgtlib.next_free_tid(t["tid"] for t in targets.values())
         return targets
@@ -159,6 +203,10 @@ class TgtDriver(TargetDriver):
             targets = self._state()
             want = self._desired(export)
             have = targets.get(export.iqn)
+            if have is not None:
+                self._check_flags(export.iqn, have)
+            # The flags are not part of "up to date": re-creating a LUN under a live session to change
+            # them would fail the guest's in-flight I/O (see the module doc).
             if have is not None and self._up_to_date(have, want):
                 return
             apply = dict(want)
@@ -184,6 +232,20 @@ class TgtDriver(TargetDriver):
             self._remember(export, want, have, apply)
             if have is not None:
                 self._drop_unused_accounts(have)
+
+    def _check_flags(self, iqn: str, have: dict) -> None:
+        """Say (once per tgtd instance) that a live LUN was created with other flags than configured."""
+        if self._flags_warned:
+            return
+        lun = next((lu for lu in have["luns"] if lu["lun"] == DATA_LUN), None)
+        if lun is None or (lun.get("bsoflags") or None) == self.bsoflags:
+            return
+        self._flags_warned = True
+        log.warning("the LUN of %s was created with backing-store flags %r, the configuration says %r (write_through "
+                    "%s); maybe others too. A LUN keeps its flags while it lives: they apply when it is created again "
+                    "(a resize, a tgtd restart, an HA switchover or failover); restart tgtd or switch the HA pair "
+                    "over to apply them to every LUN", iqn, lun.get("bsoflags") or "", self.bsoflags or "",
+                    str(self.write_through).lower())
 
     def _drop_unused_accounts(self, old: dict) -> None:
         """tgtd accounts are global: delete those of ``old`` (a target's former state) that no
@@ -276,13 +338,15 @@ class TgtDriver(TargetDriver):
             lun = next((lu for lu in have["luns"] if lu["lun"] == DATA_LUN), None)
             if lun is None:
                 raise TargetError("%s has no LUN %d" % (iqn, DATA_LUN))
-            lun = dict(lun, vendor=self.vendor, product=self.product)
+            # the LUN is created again, so with the configured flags (no extra disruption)
+            lun = dict(lun, vendor=self.vendor, product=self.product, bsoflags=self.bsoflags)
             lun.setdefault("bstype", self.bstype)
             try:
                 tgtlib.refresh_lun(self.tgt, have["tid"], lun)
             except tgtlib.TgtadmError as exc:
                 self._targets = None
                 raise TargetError("size refresh of %s failed: %s" % (iqn, exc)) from exc
+            have["luns"] = [dict(lu, bsoflags=self.bsoflags) if lu["lun"] == DATA_LUN else lu for lu in have["luns"]]
 
     def wwid(self, serial: str) -> Optional[str]:
         return tgtlib.naa_wwid(serial)
