@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -118,3 +119,26 @@ def test_target_write_through(tmp_path):
         path.write_text("insecure_http: true\ntarget: {driver: tgt, write_through: %s}\n" % value)
         with pytest.raises(config.ConfigError, match="target.write_through must be true or false"):
             config.load(str(path))
+
+
+@pytest.mark.skipif(not shutil.which("ansible-playbook"), reason="needs ansible-core")
+@pytest.mark.parametrize("cluster_managed", [False, True])
+def test_the_roles_service_config_loads_write_through_in_an_ha_pair(tmp_path, monkeypatch, cluster_managed):
+    """roles/volume_service's service.yaml.j2, rendered by Ansible with the role's defaults, is a
+    configuration the service loads, and its exports are write-through exactly on HA heads."""
+    import os
+    import yaml
+    role = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles", "volume_service")
+    out = tmp_path / "service.yaml"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "vars_files": [os.path.join(role, "defaults", "main.yml")],
+        "tasks": [{"ansible.builtin.template": {"src": os.path.join(role, "templates", "service.yaml.j2"),
+                                                "dest": str(out), "mode": "0600"}}]}]))
+    r = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook),
+                        "-e", "ansible_python_interpreter=%s" % sys.executable,
+                        "-e", "volume_service_cluster_managed=%s" % str(cluster_managed).lower()],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    monkeypatch.setenv("PVESAN_ADMIN_TOKEN", "a" * 30)  # the role's token file does not exist here
+    assert config.load(str(out))["target"] == {"driver": "tgt", "write_through": cluster_managed}
