@@ -131,8 +131,9 @@ def test_write_through_fileio_is_not_write_back(monkeypatch, tmp_path, vol):
         return make_target_driver("lio", iqn_prefix=PREFIX, configfs=str(configfs), write_through=write_through)
 
     def storage_object():
-        (so,) = fake_rtslib.STATE["storage"].values()
-        return so
+        objects = list(fake_rtslib.STATE["storage"].values())
+        assert len(objects) == 1
+        return objects[0]
 
     exp = Export(initiators=ANY, iqn=PREFIX + "v-wt", lun=1, backing_path=vol, serial="vwt")
     driver(False).export(exp)
