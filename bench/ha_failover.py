@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ha_iowriter  # noqa: E402  (the writer's log format and analysis)
@@ -142,6 +143,15 @@ class Lab:
                 return f[1].split("@")[0]
         raise DrillError("%s has no address in %s" % (head, self.network))
 
+    def stray_addresses(self, active):
+        """Floating addresses that a head other than the active one still holds."""
+        stray = []
+        for head in self.up_heads():
+            if head != active:
+                held = {f.split()[3].split("/")[0] for f in on(head, "ip", "-o", "-4", "addr", "show").stdout.splitlines()}
+                stray += ["%s on %s" % (ip, head) for ip in sorted(held & self.floating_ips)]
+        return stray
+
     # -- the writer on the node
     def prepare_volume(self):
         on(self.node, "mkdir", "-p", os.path.dirname(WRITER))
@@ -153,6 +163,7 @@ class Lab:
         on(self.node, "sh", "-c", "umask 077; cat > %s" % SECRET, stdin=export["chap"]["password"])
         iname = re.search(r"^InitiatorName=(\S+)", on(self.node, "cat", "/etc/iscsi/initiatorname.iscsi").stdout, re.M).group(1)
         portal = next(p for p in export["portals"] if p.startswith(self.network))
+        self.floating_ips = {urllib.parse.urlsplit(self.api_url).hostname} | {p.rsplit(":", 1)[0] for p in export["portals"]}
         self.image_opts = ",".join(["driver=iscsi", "transport=tcp", "portal=" + portal, "target=" + export["iqn"],
                                     "lun=%d" % export["lun"], "initiator-name=" + iname, "user=" + export["chap"]["user"],
                                     "password-secret=chap"])
@@ -248,7 +259,7 @@ def drill(lab, kind, number):
             podman("exec", head, "systemctl", "is-system-running", "--wait", check=False, timeout=180)
             wait_for("%s to rejoin" % head, lambda h=head: h in lab.status()[1], timeout=300)
     lab.crm("crm_resource", "--cleanup")
-    wait_for("a healthy pair after the drill", lab.healthy, timeout=300)
+    now_active = wait_for("a healthy pair after the drill", lab.healthy, timeout=300)
     # recovery: from the failure to the end of the longest stall around it (stall_to is relative
     # to t0); writes issued right after t0 may still succeed before the failure takes effect
     return {
@@ -258,6 +269,8 @@ def drill(lab, kind, number):
         "errors": stats["errors_after"],
         "acked": result.get("acked"), "lost": result.get("lost"), "lost_durable": result.get("lost_durable"),
         "fenced": fenced, "api_ok": vol["name"] == VOLUME,
+        # a head that still holds a floating address answers for it beside the active one
+        "stray_addresses": lab.stray_addresses(now_active),
     }
 
 
@@ -274,6 +287,8 @@ def check(row):
         bad.append("the dead head was not fenced")
     if not row["api_ok"]:
         bad.append("the API did not answer")
+    if row.get("stray_addresses"):
+        bad.append("floating addresses left behind: %s" % ", ".join(row["stray_addresses"]))
     return bad
 
 
