@@ -10,9 +10,16 @@ source scripts/env.sh
 # Extra arguments for ansible-test (make sanity TEST_ARGS="--test pylint plugins/modules/x.py").
 read -ra extra_args <<<"${TEST_ARGS:-}"
 
-all_stages=(changelog build sanity units integration service plugin lint molecule)
+all_stages=(changelog build sanity units integration service plugin lint molecule molecule-ha)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
+# molecule-ha (the HA pair and its failover drills) spends most of its time waiting for the
+# cluster, so when it runs with other stages it runs beside them, its output kept in a log that is
+# printed when it ends. PVESAN_TEST_SERIAL=1 runs every stage in turn.
+background=()
+if [[ ${PVESAN_TEST_SERIAL:-0} != 1 ]] && ((${#stages[@]} > 1)) && [[ " ${stages[*]} " == *" molecule-ha "* ]]; then
+    background=(molecule-ha)
+fi
 
 # ansible-test wants the collection as a real directory under ansible_collections/: give it a
 # fresh copy of the files git would see (tracked and untracked, minus ignored ones).
@@ -96,7 +103,15 @@ stage_lint() { ansible-lint --profile production; }
 
 # default: the full stack (the lab); host_roles: transport encryption, multipath and host tuning
 # with the TLS capture test and the ipsec/none switch-over.
-stage_molecule() { molecule test --all; }
+stage_molecule() {
+    local rc=0
+    molecule test -s default || rc=1
+    molecule test -s host_roles || rc=1
+    return "$rc"
+}
+
+# ha: two storage heads under Pacemaker, converged twice, then the failover drills.
+stage_molecule-ha() { molecule test -s ha; }
 
 # Stages that share a directory under .cache/ (the synced ansible-test tree, the build output)
 # take a lock, so that several developers or shells on one machine do not trample each other.
@@ -112,9 +127,8 @@ locked() {
 }
 
 declare -A result seconds
-for s in "${stages[@]}"; do
-    printf '\n========== %s ==========\n' "$s"
-    start=$SECONDS
+run_stage() {
+    local s=$1 start=$SECONDS runner
     case $s in
     sanity | units | integration) runner=(locked ansible-test "stage_$s") ;;
     build) runner=(locked build "stage_$s") ;;
@@ -122,6 +136,29 @@ for s in "${stages[@]}"; do
     esac
     if "${runner[@]}"; then result[$s]=passed; else result[$s]=FAILED; fi
     seconds[$s]=$((SECONDS - start))
+}
+
+declare -A pid_of log_of
+mkdir -p "$root/.cache/test-logs"
+for s in "${background[@]}"; do
+    log_of[$s]=$root/.cache/test-logs/$s.log
+    printf '\n========== %s (beside the other stages, log: %s) ==========\n' "$s" "${log_of[$s]}"
+    (run_stage "$s"; echo "${result[$s]} ${seconds[$s]}" >"${log_of[$s]}.result") >"${log_of[$s]}" 2>&1 &
+    pid_of[$s]=$!
+done
+for s in "${stages[@]}"; do
+    [[ -v pid_of[$s] ]] && continue
+    printf '\n========== %s ==========\n' "$s"
+    run_stage "$s"
+done
+for s in "${background[@]}"; do
+    wait "${pid_of[$s]}"
+    printf '\n========== %s (its log) ==========\n' "$s"
+    cat "${log_of[$s]}"
+    local_result=FAILED local_seconds=0
+    read -r local_result local_seconds <"${log_of[$s]}.result" 2>/dev/null
+    result[$s]=$local_result seconds[$s]=$local_seconds
+    rm -f "${log_of[$s]}.result"
 done
 
 passed=0 failed=0
