@@ -265,6 +265,23 @@ def test_no_reflink_refused_with_clear_error(tmpfs_pool):
         make_backend("file", path=tmpfs_pool, require_reflink=True).check()
 
 
+def test_pool_on_its_own_disk_makes_no_file_unless_mounted(tmpfs_pool):
+    """require_mount: an unmounted pool directory (the shared disk mounted on the other head, a
+    failed mount) is refused, and no file lands on the filesystem underneath."""
+    mounted = make_backend("file", path=tmpfs_pool, require_mount=True)
+    mounted.check()
+    mounted.create("v-1", MiB)
+    subprocess.run(["umount", tmpfs_pool], check=True)
+    try:
+        with pytest.raises(BackendError, match="not a mount point"):
+            mounted.create("v-2", MiB)
+        with pytest.raises(BackendError, match="not a mount point"):
+            make_backend("file", path=tmpfs_pool, require_mount=True).check()
+        assert os.listdir(tmpfs_pool) == []
+    finally:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "none", tmpfs_pool], check=True)
+
+
 def test_missing_pool_directory():
     with pytest.raises(BackendError, match="does not exist"):
         make_backend("file", path="/nonexistent/pvesan").check()

@@ -125,7 +125,9 @@ def test_target_write_through(tmp_path):
 @pytest.mark.parametrize("cluster_managed", [False, True])
 def test_the_roles_service_config_loads_write_through_in_an_ha_pair(tmp_path, monkeypatch, cluster_managed):
     """roles/volume_service's service.yaml.j2, rendered by Ansible with the role's defaults, is a
-    configuration the service loads, and its exports are write-through exactly on HA heads."""
+    configuration the service loads, and its exports are write-through exactly on HA heads; a file
+    pool on its own filesystem must be mounted (require_mount), a plain directory need not."""
+    import json
     import os
     import yaml
     role = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles", "volume_service")
@@ -137,8 +139,13 @@ def test_the_roles_service_config_loads_write_through_in_an_ha_pair(tmp_path, mo
                                                 "dest": str(out), "mode": "0600"}}]}]))
     r = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook),
                         "-e", "ansible_python_interpreter=%s" % sys.executable,
-                        "-e", "volume_service_cluster_managed=%s" % str(cluster_managed).lower()],
+                        "-e", "volume_service_cluster_managed=%s" % str(cluster_managed).lower(),
+                        "-e", json.dumps({"volume_service_pools": [
+                            {"name": "plain", "kind": "file", "path": "/srv/pvesan/plain"},
+                            {"name": "own", "kind": "file", "path": "/srv/pvesan/own", "filesystem": "xfs", "device": "/dev/sdb"}]})],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     monkeypatch.setenv("PVESAN_ADMIN_TOKEN", "a" * 30)  # the role's token file does not exist here
-    assert config.load(str(out))["target"] == {"driver": "tgt", "write_through": cluster_managed}
+    cfg = config.load(str(out))
+    assert cfg["target"] == {"driver": "tgt", "write_through": cluster_managed}
+    assert [p["options"] for p in cfg["pools"]] == [{"path": "/srv/pvesan/plain"}, {"path": "/srv/pvesan/own", "require_mount": True}]

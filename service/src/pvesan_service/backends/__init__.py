@@ -12,7 +12,8 @@ __all__ = ["BackendError", "NotInPool", "NotSupported", "PoolCapacity", "Runner"
 def make_backend(kind: str, runner: Runner | None = None, **options) -> VolumeBackend:
     """Build a backend from its kind and pool options.
 
-    - ``file``: ``path=`` directory (XFS/btrfs with reflink for snapshots/clones)
+    - ``file``: ``path=`` directory (XFS/btrfs with reflink for snapshots/clones), ``require_reflink=``,
+      ``require_mount=`` (no file is made unless ``path`` is a mount point: a pool on its own disk)
     - ``zfs``: ``dataset=``, optional ``volblocksize=`` (e.g. ``16K``), ``compression=`` (default ``lz4``; ``inherit``: the dataset's)
     - ``lvmthin``: ``vg=``, ``thinpool=``
     """

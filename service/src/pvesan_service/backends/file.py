@@ -10,6 +10,9 @@ Snapshots and clones need a filesystem that can reflink (XFS made with ``reflink
 ``check()`` detects it.  Without reflink the pool still serves volumes but snapshot and clone
 raise ``NotSupported`` (or ``check()`` does, when the pool was made with ``require_reflink``).
 Rollback rewrites the volume file in place (the target keeps it open), keeping its current size.
+A pool on its own disk (``require_mount``) makes no file unless its directory is a mount point:
+an unmounted pool (a shared disk the cluster has not mounted on this head, a failed mount) would
+otherwise fill the root filesystem with volumes that the other head never sees.
 """
 from __future__ import annotations
 
@@ -68,9 +71,10 @@ class FileBackend(VolumeBackend):
     kind = "file"
     rollback_needs_unexport = False
 
-    def __init__(self, path: str, require_reflink: bool = False):
+    def __init__(self, path: str, require_reflink: bool = False, require_mount: bool = False):
         self.root = os.path.abspath(path)
         self.require_reflink = require_reflink
+        self.require_mount = require_mount
         self.reflink: bool | None = None  # known after check()
         self._snapdir = os.path.join(self.root, ".snapshots")
         self._tmpdir = os.path.join(self.root, ".tmp")
@@ -82,7 +86,14 @@ class FileBackend(VolumeBackend):
     def _snap(self, name: str, snap: str) -> str:
         return os.path.join(self._snapdir, check_name(name), check_name(snap, "snapshot") + ".img")
 
+    def _require_mounted(self) -> None:
+        if self.require_mount and not os.path.ismount(self.root):
+            raise BackendError("file pool directory %s is not a mount point: mount the pool's filesystem there first "
+                               "(in an HA pair the cluster mounts it on the head that runs the service)" % self.root)
+
     def _tmp(self, name: str) -> str:
+        # every new file starts here
+        self._require_mounted()
         os.makedirs(self._tmpdir, exist_ok=True)
         return os.path.join(self._tmpdir, "%s.%d.%s" % (name, os.getpid(), uuid.uuid4().hex[:8]))
 
@@ -113,6 +124,7 @@ class FileBackend(VolumeBackend):
             raise BackendError("file pool directory %s does not exist; create it on an XFS (reflink=1) or btrfs filesystem" % self.root)
         if not os.access(self.root, os.W_OK):
             raise BackendError("file pool directory %s is not writable by the service" % self.root)
+        self._require_mounted()
         os.makedirs(self._snapdir, exist_ok=True)
         os.makedirs(self._tmpdir, exist_ok=True)
         self._clean_tmp()
