@@ -80,8 +80,9 @@ def wait_for(what, test, timeout=180, step=0.5):
 
 
 class Lab:
-    def __init__(self, heads, node, network):
+    def __init__(self, heads, node, network, volume=VOLUME, pool_tag=None):
         self.heads, self.node, self.network = heads, node, network
+        self.volume, self.pool_tag = volume, pool_tag
         self.api_url = self._storage_option("api_url")
 
     def _storage_option(self, key):
@@ -156,9 +157,9 @@ class Lab:
     def prepare_volume(self):
         on(self.node, "mkdir", "-p", os.path.dirname(WRITER))
         podman("cp", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha_iowriter.py"), "%s:%s" % (self.node, WRITER))
-        if self.cli("volume", "show", VOLUME, check=False) is None:
-            self.cli("volume", "create", VOLUME, "256M")
-        vol = self.cli("volume", "show", VOLUME)
+        if self.cli("volume", "show", self.volume, check=False) is None:
+            self.cli("volume", "create", self.volume, "256M", *(["--pool-tag", self.pool_tag] if self.pool_tag else []))
+        vol = self.cli("volume", "show", self.volume)
         export = vol["export"]
         on(self.node, "sh", "-c", "umask 077; cat > %s" % SECRET, stdin=export["chap"]["password"])
         iname = re.search(r"^InitiatorName=(\S+)", on(self.node, "cat", "/etc/iscsi/initiatorname.iscsi").stdout, re.M).group(1)
@@ -239,7 +240,7 @@ def drill(lab, kind, number):
         wait_for("%s to serve" % peer, lambda: lab.status()[0] == peer, timeout=240)
         t_moved = time.time()
         wait_for("writes after the move", lambda: lab.ok_writes_after(log, t_moved) >= 50, timeout=240)
-        vol = lab.cli("volume", "show", VOLUME)  # the API on the floating address, the old volume
+        vol = lab.cli("volume", "show", lab.volume)  # the API on the floating address, the old volume
         probe = "vm-991-disk-%d" % number
         lab.cli("volume", "create", probe, "16M")
         lab.cli("volume", "delete", probe)
@@ -268,7 +269,7 @@ def drill(lab, kind, number):
         "stall_s": round(stats["stall_seconds"], 2) if stats["stall_seconds"] is not None else None,
         "errors": stats["errors_after"],
         "acked": result.get("acked"), "lost": result.get("lost"), "lost_durable": result.get("lost_durable"),
-        "fenced": fenced, "api_ok": vol["name"] == VOLUME,
+        "fenced": fenced, "api_ok": vol["name"] == lab.volume, "pool": vol.get("pool"),
         # a head that still holds a floating address answers for it beside the active one
         "stray_addresses": lab.stray_addresses(now_active),
     }
@@ -301,8 +302,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="drills of each kind")
     ap.add_argument("--json", help="write every drill's result here")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every drill shows what it must")
+    ap.add_argument("--volume", default=VOLUME, help="the volume the writer uses (made if missing)")
+    ap.add_argument("--pool-tag", help="make the volume on the pool with this tag")
     args = ap.parse_args(argv)
-    lab = Lab(args.heads.split(","), args.node, args.network)
+    lab = Lab(args.heads.split(","), args.node, args.network, args.volume, args.pool_tag)
     lab.prepare_volume()
     wait_for("a healthy pair", lab.healthy, timeout=300)
     kinds = args.kinds.split(",")

@@ -32,6 +32,20 @@ def test_both_heads_online_with_quorum_and_the_services_on_one():
     assert "role=\"Stopped\"" not in group
 
 
+def test_every_pool_runs_with_the_services_after_day_2():
+    """pool1 from the start and pool2, added on day 2 (side_effect), on the head of the services."""
+    xml = crm_mon()
+
+    def heads_of(group):
+        body = re.search(r'<group id="%s"[^>]*>(.*?)</group>' % group, xml, re.S)
+        assert body, "no group " + group
+        return set(re.findall(r'role="Started"[^>]*>\s*<node name="([^"]+)"', body.group(1)))
+
+    service = heads_of("pvesan-service")
+    for pool in ("pool1", "pool2"):
+        assert heads_of("pvesan-pool-" + pool) == service
+
+
 def test_fencing_is_on_and_every_head_has_a_device():
     h = head(HEADS[0])
     assert h.check_output("crm_attribute --type crm_config --name stonith-enabled --query --quiet") == "true"
