@@ -415,15 +415,21 @@ def run(module):
     module.exit_json(**out)
 
 
-def mask_secrets_in_options(module):
-    """A secret given inside ``options`` is refused later; first keep it out of every output and log."""
-    for key, value in (module.params.get('options') or {}).items():
-        if key in SECRET_PROPS and value is not None:
-            module.no_log_values.add(str(value))
+class PveStorageModule(AnsibleModule):
+    """A secret given inside ``options`` is refused later; it is masked before the invocation is
+    logged to the host's journal (at the end of ``__init__``, unless the task has ``no_log``) and
+    in every output. ``AnsibleModule(no_log=True)`` cannot do this: the controller's
+    ``_ansible_no_log`` overrides it before the invocation is logged."""
+
+    def _log_invocation(self):
+        for key, value in (self.params.get('options') or {}).items():
+            if key in SECRET_PROPS and value is not None:
+                self.no_log_values.add(str(value))
+        super(PveStorageModule, self)._log_invocation()
 
 
 def main():
-    module = AnsibleModule(
+    module = PveStorageModule(
         argument_spec=dict(
             name=dict(type='str', required=True, aliases=['id', 'storage']),
             type=dict(type='str', choices=sorted(TYPES)),
@@ -443,12 +449,7 @@ def main():
             lock_timeout=dict(type='int', default=10),
         ),
         supports_check_mode=True,
-        # The invocation goes to the managed host's journal only after secrets in `options` are masked.
-        no_log=True,
     )
-    mask_secrets_in_options(module)
-    module.no_log = False
-    module._log_invocation()  # pylint: disable=protected-access
     run(module)
 
 

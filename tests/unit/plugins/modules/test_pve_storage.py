@@ -331,6 +331,20 @@ def test_a_secret_inside_options_is_refused_and_never_echoed(root, capsys, key):
     assert cfg_text(root) == DEFAULT_CFG
 
 
+def test_a_secret_inside_options_never_reaches_the_hosts_journal(root, capsys, monkeypatch):
+    """The controller sends _ansible_no_log (false unless the task has no_log), which overrides a
+    module's own no_log: the invocation logged to the journal must have the value masked anyway."""
+    from ansible.module_utils.basic import AnsibleModule
+    logged = []
+    monkeypatch.setattr(AnsibleModule, 'log', lambda self, msg, log_args=None: logged.append((msg, log_args)))
+    secret = 'S3cr3t-journal-value'
+    res = run(pve_storage, capsys, name='p1', type='pbs', config_root=root, _ansible_no_log=False,
+              options={'server': 'pbs.example', 'datastore': 's', 'password': secret})
+    assert res['failed']
+    assert logged and 'pbs.example' in repr(logged)  # the invocation was logged, and is useful
+    assert secret not in repr(logged)
+
+
 PEM = ('-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf\n'
        '9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----\n')
 
