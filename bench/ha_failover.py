@@ -158,7 +158,7 @@ class Lab:
         on(self.node, "mkdir", "-p", os.path.dirname(WRITER))
         podman("cp", os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha_iowriter.py"), "%s:%s" % (self.node, WRITER))
         if self.cli("volume", "show", self.volume, check=False) is None:
-            self.cli("volume", "create", self.volume, "256M", *(["--pool-tag", self.pool_tag] if self.pool_tag else []))
+            self.cli("volume", "create", self.volume, "256M", *(["--include", self.pool_tag] if self.pool_tag else []))
         vol = self.cli("volume", "show", self.volume)
         export = vol["export"]
         on(self.node, "sh", "-c", "umask 077; cat > %s" % SECRET, stdin=export["chap"]["password"])
