@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule molecule-ha changelog lab lab-destroy lab-ha bench-ha bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
+.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule molecule-host-roles molecule-ha changelog lab lab-destroy lab-ha bench-ha bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## list the targets
 setup: ## install everything a fresh Debian 12 machine needs (idempotent, seconds when done)
 	bash scripts/setup.sh
 
-test: ## run the whole suite (sanity, units, integration, service, plugin, lint, build, molecule; molecule-ha beside them)
+test: ## run the whole suite (sanity, units, integration, service, plugin, lint, build, molecule; molecule-ha and molecule-host-roles beside them)
 	bash scripts/test.sh
 
 sanity: ## ansible-test sanity (all tests that run here); TEST_ARGS="--test pylint plugins/modules/x.py"
@@ -43,8 +43,11 @@ build: ## build the collection tarball, install it, render every module's docs
 changelog: ## antsibull-changelog lint
 	bash scripts/test.sh changelog
 
-molecule: ## molecule test of the lab scenarios default and host_roles (create, converge, idempotence, smoke, verify, destroy)
+molecule: ## molecule test of the lab scenario default (create, converge, idempotence, smoke, verify, destroy)
 	bash scripts/test.sh molecule
+
+molecule-host-roles: ## molecule test of the host_roles scenario (transport encryption, multipath, host tuning)
+	bash scripts/test.sh molecule-host-roles
 
 molecule-ha: ## molecule test of the HA scenario (two heads under Pacemaker, converged twice, failover drills)
 	bash scripts/test.sh molecule-ha

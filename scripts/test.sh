@@ -10,15 +10,19 @@ source scripts/env.sh
 # Extra arguments for ansible-test (make sanity TEST_ARGS="--test pylint plugins/modules/x.py").
 read -ra extra_args <<<"${TEST_ARGS:-}"
 
-all_stages=(changelog build sanity units integration service plugin lint molecule molecule-ha)
+all_stages=(changelog build sanity units integration service plugin lint molecule molecule-host-roles molecule-ha)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
-# molecule-ha (the HA pair and its failover drills) spends most of its time waiting for the
-# cluster, so when it runs with other stages it runs beside them, its output kept in a log that is
-# printed when it ends. PVESAN_TEST_SERIAL=1 runs every stage in turn.
+# The HA scenario (then host_roles) mostly waits for its containers and its cluster, so when it
+# runs with other stages it runs beside them, one after the other in a second lane, each with its
+# output kept in a log that is printed when the lane ends. PVESAN_TEST_SERIAL=1 runs every stage
+# in turn.
 background=()
-if [[ ${PVESAN_TEST_SERIAL:-0} != 1 ]] && ((${#stages[@]} > 1)) && [[ " ${stages[*]} " == *" molecule-ha "* ]]; then
-    background=(molecule-ha)
+if [[ ${PVESAN_TEST_SERIAL:-0} != 1 ]] && ((${#stages[@]} > 1)); then
+    for s in molecule-ha molecule-host-roles; do
+        [[ " ${stages[*]} " == *" $s "* ]] && background+=("$s")
+    done
+    ((${#background[@]} < ${#stages[@]})) || background=()
 fi
 
 # ansible-test wants the collection as a real directory under ansible_collections/: give it a
@@ -101,16 +105,13 @@ stage_plugin() {
 
 stage_lint() { ansible-lint --profile production; }
 
-# default: the full stack (the lab); host_roles: transport encryption, multipath and host tuning
-# with the TLS capture test and the ipsec/none switch-over.
-stage_molecule() {
-    local rc=0
-    molecule test -s default || rc=1
-    molecule test -s host_roles || rc=1
-    return "$rc"
-}
+# default: the full stack (the lab).
+stage_molecule() { molecule test -s default; }
 
-# ha: two storage heads under Pacemaker, converged twice, then the failover drills.
+# host_roles: transport encryption, multipath and host tuning with the TLS capture test and the
+# ipsec/none switch-over.
+stage_molecule-host-roles() { molecule test -s host_roles; }
+
 stage_molecule-ha() { molecule test -s ha; }
 
 # Stages that share a directory under .cache/ (the synced ansible-test tree, the build output)
@@ -138,33 +139,41 @@ run_stage() {
     seconds[$s]=$((SECONDS - start))
 }
 
-declare -A pid_of log_of
-mkdir -p "$root/.cache/test-logs"
-for s in "${background[@]}"; do
-    log_of[$s]=$root/.cache/test-logs/$s.log
-    printf '\n========== %s (beside the other stages, log: %s) ==========\n' "$s" "${log_of[$s]}"
-    (run_stage "$s"; echo "${result[$s]} ${seconds[$s]}" >"${log_of[$s]}.result") >"${log_of[$s]}" 2>&1 &
-    pid_of[$s]=$!
-done
+# The second lane: its stages in turn, each result in a file (the lane is a subshell).
+lane_log=$root/.cache/test-logs
+mkdir -p "$lane_log"
+lane_pid=
+if ((${#background[@]})); then
+    printf '\n========== %s (a second lane beside the other stages; logs in %s) ==========\n' "${background[*]}" "$lane_log"
+    (
+        for s in "${background[@]}"; do
+            run_stage "$s" >"$lane_log/$s.log" 2>&1
+            echo "${result[$s]} ${seconds[$s]}" >"$lane_log/$s.result"
+        done
+    ) &
+    lane_pid=$!
+fi
 for s in "${stages[@]}"; do
-    [[ -v pid_of[$s] ]] && continue
+    [[ " ${background[*]} " == *" $s "* ]] && continue
     printf '\n========== %s ==========\n' "$s"
     run_stage "$s"
 done
-for s in "${background[@]}"; do
-    wait "${pid_of[$s]}"
-    printf '\n========== %s (its log) ==========\n' "$s"
-    cat "${log_of[$s]}"
-    local_result=FAILED local_seconds=0
-    read -r local_result local_seconds <"${log_of[$s]}.result" 2>/dev/null
-    result[$s]=$local_result seconds[$s]=$local_seconds
-    rm -f "${log_of[$s]}.result"
-done
+if [[ -n $lane_pid ]]; then
+    wait "$lane_pid"
+    for s in "${background[@]}"; do
+        printf '\n========== %s (its log) ==========\n' "$s"
+        cat "$lane_log/$s.log"
+        lane_result=FAILED lane_seconds=0
+        read -r lane_result lane_seconds <"$lane_log/$s.result" 2>/dev/null
+        result[$s]=$lane_result seconds[$s]=$lane_seconds
+        rm -f "$lane_log/$s.result"
+    done
+fi
 
 passed=0 failed=0
 printf '\n========== summary ==========\n'
 for s in "${stages[@]}"; do
-    printf '%-12s %-7s %5ss\n' "$s" "${result[$s]}" "${seconds[$s]}"
+    printf '%-20s %-7s %5ss\n' "$s" "${result[$s]}" "${seconds[$s]}"
     [[ ${result[$s]} == passed ]] && passed=$((passed + 1)) || failed=$((failed + 1))
 done
 echo "stages: $passed passed, $failed failed"
