@@ -16,38 +16,21 @@ Run as root:  .venv/bin/python bench/service_data_path.py [--rounds 12] [--count
 """
 import argparse
 import os
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service", "src"))
 
 from pvesan_service.backends import make_backend  # noqa: E402  pylint: disable=wrong-import-position
 from pvesan_service.targets import Export, make_target_driver  # noqa: E402  pylint: disable=wrong-import-position
+from private_tgtd import run, tgtd_on_xfs, write_iops  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE = 1024 ** 3
 STRIDE = 4096 * 2053
 
 
-def run(*argv, check=True):
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench(url, count):
-    out = run("qemu-img", "bench", "-w", "-c", str(count), "-d", "16", "-s", "4k", "-S", str(STRIDE), "-f", "raw", url).stdout
-    seconds = float(re.search(r"Run completed in ([0-9.]+) seconds", out).group(1))
-    return count / seconds
+    return write_iops(url, count, STRIDE)
 
 
 def main():
@@ -59,22 +42,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root (loop mount and tgtd)")
 
-    top = tempfile.mkdtemp(prefix="pvesan-bench-")
-    image, mnt = os.path.join(top, "fs.img"), os.path.join(top, "mnt")
-    os.mkdir(mnt)
-    port = free_port()
-    control = next(c for c in range(10000 + port % 20000, 32768) if not os.path.exists("/var/run/tgtd/socket.%d" % c))
-    tgtd = None
-    try:
-        run("truncate", "-s", "4G", image)
-        run("mkfs.xfs", "-q", "-m", "reflink=1", image)
-        run("mount", "-o", "loop", image, mnt)
-        threads = ["-t", str(args.tgtd_threads)] if args.tgtd_threads else []
-        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), *threads, "--iscsi", "portal=127.0.0.1:%d" % port],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while run("tgtadm", "-C", str(control), "--mode", "system", "--op", "show", check=False).returncode:
-            time.sleep(0.05)
-
+    with tgtd_on_xfs("4G", threads=args.tgtd_threads) as (mnt, control, port):
         # the service's way: file pool volume + tgt driver export (default driver options)
         pool = make_backend("file", path=os.path.join(mnt, "pool"))
         os.mkdir(pool.root)
@@ -114,22 +82,6 @@ def main():
         print("ratio service/hand-made rdwr (tgt default): %.3f (target >= 0.95)" % (med["service"] / med["hand-rdwr"]))
         print("A/A control hand-made/identical hand-made: %.3f (noise of this run)" % (med["hand-rdwr-again"] / med["hand-rdwr"]))
         print("for the default's sake, service (rdwr)/hand-made aio: %.3f" % (med["service"] / med["hand-aio"]))
-    finally:
-        if tgtd is not None:
-            out = run("tgtadm", "-C", str(control), "--mode", "target", "--op", "show", check=False).stdout
-            for tid in re.findall(r"^Target (\d+):", out, re.M):
-                run("tgtadm", "-C", str(control), "--mode", "target", "--op", "delete", "--force", "--tid", tid, check=False)
-            run("tgtadm", "-C", str(control), "--mode", "system", "--op", "delete", check=False)
-            try:
-                tgtd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                tgtd.kill()
-                tgtd.wait()
-            for suffix in ("", ".lock"):
-                if os.path.exists("/var/run/tgtd/socket.%d%s" % (control, suffix)):
-                    os.unlink("/var/run/tgtd/socket.%d%s" % (control, suffix))
-        run("umount", mnt, check=False)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,37 +22,25 @@ Rounds alternate the two sides of each comparison; medians.  Run as root:
 """
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service", "src"))
 
 from pvesan_service.backends import make_backend  # noqa: E402  pylint: disable=wrong-import-position
 from pvesan_service.targets import Export, make_target_driver  # noqa: E402  pylint: disable=wrong-import-position
+from private_tgtd import run, tgtd_on_xfs  # noqa: E402  pylint: disable=wrong-import-position
 
 GiB, MiB = 1024 ** 3, 1024 ** 2
 SIZE = 10 * GiB
 RUNS = [(i * SIZE // 16, 64 * MiB) for i in range(16)]  # 16 x 64 MiB = 1 GiB of data
 
 
-def run(*argv, check=True):
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
 def timed(*argv) -> float:
     start = time.perf_counter()
     run(*argv)
     return time.perf_counter() - start
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_data(path, pattern=b"\x5a"):
@@ -88,20 +76,7 @@ def main():
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (loop mount and tgtd)")
-    top = tempfile.mkdtemp(prefix="pvesan-bench-thin-")
-    image, mnt = os.path.join(top, "fs.img"), os.path.join(top, "mnt")
-    os.mkdir(mnt)
-    port = free_port()
-    control = next(c for c in range(10000 + port % 20000, 32768) if not os.path.exists("/var/run/tgtd/socket.%d" % c))
-    tgtd = None
-    try:
-        run("truncate", "-s", "24G", image)
-        run("mkfs.xfs", "-q", "-m", "reflink=1", image)
-        run("mount", "-o", "loop", image, mnt)
-        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", "portal=127.0.0.1:%d" % port],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while run("tgtadm", "-C", str(control), "--mode", "system", "--op", "show", check=False).returncode:
-            time.sleep(0.05)
+    with tgtd_on_xfs("24G", prefix="pvesan-bench-thin-") as (mnt, control, port):
         pool = make_backend("file", path=os.path.join(mnt, "pool"))
         os.mkdir(pool.root)
         pool.check()
@@ -161,19 +136,6 @@ def main():
         rc, rd = statistics.median(reclaim_s), statistics.median(read_s)
         print("reclaim of 1 GiB of zeros in a 10 GiB volume: %.2f s (%.2f GiB/s), reading that 1 GiB once %.2f s: "
               "ratio %.2f" % (rc, 1 / rc, rd, rc / rd))
-    finally:
-        if tgtd is not None:  # tgtd leaves only once its targets are gone
-            for line in run("tgtadm", "-C", str(control), "--mode", "target", "--op", "show", check=False).stdout.splitlines():
-                if line.startswith("Target "):
-                    run("tgtadm", "-C", str(control), "--mode", "target", "--op", "delete", "--force", "--tid",
-                        line.split()[1].rstrip(":"), check=False)
-            run("tgtadm", "-C", str(control), "--mode", "system", "--op", "delete", check=False)
-            try:
-                tgtd.wait(10)
-            except subprocess.TimeoutExpired:
-                tgtd.kill()
-        run("umount", mnt, check=False)
-        run("rm", "-rf", top, check=False)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,15 @@ Run as root:  .venv/bin/python bench/write_through.py [--rounds 5] [--count 8000
 import argparse
 import os
 import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service", "src"))
 
 from pvesan_service.backends import make_backend  # noqa: E402  pylint: disable=wrong-import-position
 from pvesan_service.shared._tgt import parse_show  # noqa: E402  pylint: disable=wrong-import-position
 from pvesan_service.targets import Export, make_target_driver  # noqa: E402  pylint: disable=wrong-import-position
+from private_tgtd import run, tgtd_on_xfs, write_iops  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE = 1024 ** 3
 STRIDE = 4096 * 2053
@@ -44,20 +40,8 @@ KINDS = {"default": {}, "default-again": {}, "write-through": {"write_through": 
          "write-through+direct": {"write_through": True, "bsoflags": "direct"}}
 
 
-def run(*argv, check=True):
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench(url, count):
-    out = run("qemu-img", "bench", "-w", "-c", str(count), "-d", "16", "-s", "4k", "-S", str(STRIDE), "-f", "raw", url).stdout
-    seconds = float(re.search(r"Run completed in ([0-9.]+) seconds", out).group(1))
-    return count / seconds
+    return write_iops(url, count, STRIDE)
 
 
 class Exports:
@@ -113,21 +97,7 @@ def main():
     if not 0 < args.count <= SIZE // 4096:
         sys.exit("--count must be 1..%d (each block of the LUN at most once)" % (SIZE // 4096))
 
-    top = tempfile.mkdtemp(prefix="pvesan-bench-wt-")
-    image, mnt = os.path.join(top, "fs.img"), os.path.join(top, "mnt")
-    os.mkdir(mnt)
-    port = free_port()
-    control = next(c for c in range(10000 + port % 20000, 32768) if not os.path.exists("/var/run/tgtd/socket.%d" % c))
-    tgtd = None
-    try:
-        run("truncate", "-s", "8G", image)
-        run("mkfs.xfs", "-q", "-m", "reflink=1", image)
-        run("mount", "-o", "loop", image, mnt)
-        threads = ["-t", str(args.tgtd_threads)] if args.tgtd_threads else []
-        tgtd = subprocess.Popen(["tgtd", "-f", "-C", str(control), *threads, "--iscsi", "portal=127.0.0.1:%d" % port],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while run("tgtadm", "-C", str(control), "--mode", "system", "--op", "show", check=False).returncode:
-            time.sleep(0.05)
+    with tgtd_on_xfs("8G", threads=args.tgtd_threads, prefix="pvesan-bench-wt-") as (mnt, control, port):
         pool = make_backend("file", path=os.path.join(mnt, "pool"))
         os.mkdir(pool.root)
         pool.check()
@@ -156,22 +126,6 @@ def main():
             print("  ratio write-through/default: %.3f; write-through+direct/default: %.3f; A/A control default-again/default: %.3f"
                   % (med["write-through"] / med["default"], med["write-through+direct"] / med["default"],
                      med["default-again"] / med["default"]))
-    finally:
-        if tgtd is not None:
-            out = run("tgtadm", "-C", str(control), "--mode", "target", "--op", "show", check=False).stdout
-            for tid in re.findall(r"^Target (\d+):", out, re.M):
-                run("tgtadm", "-C", str(control), "--mode", "target", "--op", "delete", "--force", "--tid", tid, check=False)
-            run("tgtadm", "-C", str(control), "--mode", "system", "--op", "delete", check=False)
-            try:
-                tgtd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                tgtd.kill()
-                tgtd.wait()
-            for suffix in ("", ".lock"):
-                if os.path.exists("/var/run/tgtd/socket.%d%s" % (control, suffix)):
-                    os.unlink("/var/run/tgtd/socket.%d%s" % (control, suffix))
-        run("umount", mnt, check=False)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":
