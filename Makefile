@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule molecule-host-roles molecule-ha changelog lab lab-destroy lab-ha bench-ha bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin proxmox-check proxmox-facts
+.PHONY: sync-shared help setup test sanity units integration service-tests plugin-tests lint build molecule molecule-host-roles molecule-ha changelog lab lab-destroy lab-ha bench-ha bench kernel-vm kernel-vm-record kernel-vm-lio kernel-vm-thin kernel-vm-plugin kernel-vm-ha-pools proxmox-check proxmox-facts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ kernel-vm-thin: ## thin provisioning on zfs/lvmthin pools through tgt and LIO in
 
 kernel-vm-plugin: ## the Proxmox plugin's kernel-initiator path (CHAP, multipath) in the kernel VM against a real service; optional
 	bash scripts/kernel-vm.sh plugin
+
+kernel-vm-ha-pools: ## storage_ha's ZFS and LVM-activate pool resources on two kernel VMs sharing disks; optional
+	bash scripts/kernel-vm.sh ha-pools
 
 proxmox-check: ## the plugin under Proxmox VE 9.1's own code (pve-storage, qemu-server) against a real service; optional, needs the sources (docs/development.md)
 	bash scripts/proxmox-check.sh all

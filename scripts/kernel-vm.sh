@@ -12,6 +12,7 @@
 #   scripts/kernel-vm.sh lio          build + start + the lio driver's real-kernel tests + stop
 #   scripts/kernel-vm.sh thin         build + start + thin provisioning on zfs/lvmthin through tgt and LIO + stop
 #   scripts/kernel-vm.sh plugin       build + start + the Proxmox plugin's kernel-initiator path + stop
+#   scripts/kernel-vm.sh ha-pools     build + two VMs on shared disks + storage_ha's ZFS/LVM pool agents + stop
 #
 # The guest sees the checkout read-write at the same path (/work/main by 9p), the host at
 # 10.0.2.2 (qemu user networking), and KVM_VM_DISKS extra virtio disks with serial=pvesan-dN,
@@ -26,7 +27,10 @@ disks=${KVM_VM_DISKS:-12}
 disk_size=${KVM_VM_DISK_SIZE:-512M}
 mem=${KVM_VM_MEM:-3072}
 smp=${KVM_VM_SMP:-1}      # 1 vCPU: TCG on a 2-core machine shared with others
-run="$cache/run"
+run=${KVM_VM_RUN:-$cache/run}
+# Raw files attached to this VM as well as to another (two heads on one shared disk): serial
+# pvesan-sharedN, i.e. /dev/disk/by-id/virtio-pvesan-sharedN; see cmd_ha_pools.
+read -ra shared_disks <<<"${KVM_VM_SHARED:-}"
 
 log() { echo "kernel-vm: $*" >&2; }
 
@@ -173,7 +177,7 @@ cmd_start() {
     qemu-img create -q -f qcow2 -F raw -b "$(readlink -f "$image/rootfs.raw")" "$run/root.qcow2"
     # shellcheck disable=SC2054  # the commas are qemu's option syntax
     local args=(
-        -name kernel-vm -machine pc -accel tcg -cpu max -smp "$smp" -m "$mem"
+        -name "kernel-vm-$ssh_port" -machine pc -accel tcg -cpu max -smp "$smp" -m "$mem"
         -display none -serial "file:$run/console.log" -monitor none
         -kernel "$image/vmlinuz" -initrd "$image/initrd.img"
         -append "root=LABEL=kvm-root rw console=ttyS0 net.ifnames=0 systemd.show_status=0"
@@ -191,6 +195,12 @@ cmd_start() {
         truncate -s "$disk_size" "$run/disk$i.raw"
         args+=(-drive "file=$run/disk$i.raw,if=none,id=d$i,format=raw,cache=unsafe"
                -device "virtio-blk-pci,drive=d$i,serial=pvesan-d$i,addr=$(printf '0x%x' $((i + 5)))")
+    done
+    # Shared disks: no image locking and share-rw, so two qemus may open one file read-write;
+    # cache=none, so each VM's writes reach the file at once, as on a dual-ported disk.
+    for i in "${!shared_disks[@]}"; do
+        args+=(-drive "file=${shared_disks[$i]},if=none,id=s$i,format=raw,cache=none,file.locking=off"
+               -device "virtio-blk-pci,drive=s$i,serial=pvesan-shared$((i + 1)),share-rw=on,addr=$(printf '0x%x' $((i + disks + 6)))")
     done
     log "booting $(cat "$image/kernel-version") under TCG (about a minute)"
     qemu-system-x86_64 "${args[@]}" >"$run/qemu.log" 2>&1 || { cat "$run/qemu.log"; return 1; }
@@ -326,6 +336,35 @@ cmd_plugin() {
     perl "$root/tests/kernel-vm/plugin-host.pl" "$root" "$run"
 }
 
+# storage_ha's ZFS and LVM-activate pool resources (tests/kernel-vm/ha-pool-agents.sh): two VMs,
+# booted side by side, on two shared raw disks, as two heads on dual-ported disks.
+cmd_ha_pools() {
+    cmd_build
+    local port_a=$((ssh_port + 1)) port_b=$((ssh_port + 2)) rc=0
+    base=$cache/ha-pools # global: the EXIT trap stops the VMs through it
+    rm -rf "$base"
+    mkdir -p "$base"
+    truncate -s 512M "$base/shared1.raw" "$base/shared2.raw"
+    # One head: its own run directory and ssh port, no private data disks, both shared disks.
+    head_vm() { # <name> <ssh port> <start|stop>
+        run=$base/$1 ssh_port=$2 disks=0 mem=1536
+        shared_disks=("$base/shared1.raw" "$base/shared2.raw")
+        "cmd_$3"
+    }
+    # shellcheck disable=SC2064  # the locals are gone when the trap runs
+    trap "(head_vm a $port_a stop); (head_vm b $port_b stop)" EXIT
+    (head_vm a "$port_a" start) &
+    local boot_a=$!
+    (head_vm b "$port_b" start) || rc=1
+    wait "$boot_a" || rc=1
+    [ "$rc" = 0 ] || return 1
+    # shellcheck source=scripts/env.sh
+    source "$root/scripts/env.sh" # ansible-playbook and the checkout as pvesan.storage
+    KVM_LOG_DIR=$base KVM_SSH_KEY=$cache/id_ed25519 KVM_SSH_PORT_A=$port_a KVM_SSH_PORT_B=$port_b \
+        KVM_QEMU_PID_B=$(cat "$base/b/qemu.pid") bash "$root/tests/kernel-vm/ha-pool-agents.sh" |
+        tee "$cache/ha-pool-agents.log"
+}
+
 case "${1:-}" in
     build) cmd_build ;;
     start) cmd_start ;;
@@ -335,5 +374,6 @@ case "${1:-}" in
     lio) shift; cmd_lio "$@" ;;
     thin) shift; cmd_thin "$@" ;;
     plugin) cmd_plugin ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    ha-pools) cmd_ha_pools ;;
+    *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
