@@ -130,8 +130,13 @@ timed "head-a: its own vgchange -ay leaves head-b's VG inactive" 0 \
 # that no document claims otherwise.
 timed "head-a: LVM-activate start while head-b has the VG takes it over all the same" 0 lvm_agent a start
 a "vgs -o vg_name,systemid pvesanvg"
+# head-b's LVs are still active: both heads could now write the same blocks. Fencing would power
+# head-b off; its mappings go as they would with it (left in place, head-b's next start finds
+# "LVs active" and reports success without taking the VG back - seen on the first run).
+b "dmsetup remove_all --force"
 timed "head-a: stop" 0 lvm_agent a stop
 timed "head-b: start (back to head-b)" 0 lvm_agent b start
+timed "head-b owns the VG again" 0 b "vgs --noheadings -o systemid pvesanvg | grep -qw head-b"
 
 echo "== head-b dies holding both pools (kill -9 of its VM, as fencing leaves it)"
 b "echo written-on-head-b | dd of=/dev/zvol/tank/vm-100-disk-0 bs=4k conv=sync,fsync status=none &&
