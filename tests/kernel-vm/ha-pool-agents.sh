@@ -147,9 +147,8 @@ timed "head-a: reads what head-b wrote to the zvol" 0 a "udevadm settle; head -c
 timed "head-a: LVM-activate start takes the VG over from the dead head" 0 lvm_agent a start
 timed "head-a: reads what head-b wrote to the LV" 0 a "head -c 17 /dev/pvesanvg/vm-100-disk-0 | grep -q written-on-head-b"
 a "zpool status -x tank; vgs -o vg_name,systemid pvesanvg"
-timed "head-a: stop both" 0 a "OCF_ROOT=/usr/lib/ocf OCF_RESKEY_pool=tank OCF_RESKEY_importargs='-d /dev/disk/by-id' /usr/lib/ocf/resource.d/heartbeat/ZFS stop &&
-    OCF_ROOT=/usr/lib/ocf OCF_RESKEY_vgname=pvesanvg OCF_RESKEY_vg_access_mode=system_id OCF_RESKEY_activation_mode=exclusive \
-    /usr/lib/ocf/resource.d/heartbeat/LVM-activate stop"
+timed "head-a: stop the pool" 0 zfs_agent a stop
+timed "head-a: stop the VG" 0 lvm_agent a stop
 
 if [ "$failed" = 0 ]; then echo "ha-pool-agents: all checks passed"; else echo "ha-pool-agents: FAILED"; fi
 exit "$failed"
